@@ -1,0 +1,181 @@
+"""The ``jaxpayne`` command line.
+
+Subcommands::
+
+    jaxpayne demo                      # train + fit on built-in mock spectra, no downloads
+    jaxpayne train GRID --out MODEL    # train an emulator on a training set
+    jaxpayne info MODEL                # labels, bounds, wavelengths, architecture, validation error
+    jaxpayne convert NN.npz --format payne|binspec --labels A,B --wavelength W --out MODEL
+    jaxpayne fit --model MODEL SPECTRUM... --out TABLE
+
+Errors in the input are reported as one line ``jaxpayne: error: <file>: <problem>`` with exit
+status 2; no Python traceback (set ``JAXPAYNE_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+class CLIError(Exception):
+    """An error to report as one line without a traceback."""
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_train(sub):
+    p = sub.add_parser(
+        "train",
+        help="train an emulator on a training set",
+        description="Train an emulator on GRID (.npz, .h5, .fits or a directory of .npy files).",
+    )
+    p.add_argument("grid", help="training set: .npz, .h5, .fits, or a directory with parameters.npy etc.")
+    p.add_argument("--out", required=True, help="model file to write (.h5)")
+    p.add_argument("--labels", help="label names, comma-separated (if the file does not name them)")
+    p.add_argument("--emulator", default="mlp", choices=["mlp", "resmlp", "perpixel"], help="architecture (default mlp, The Payne's)")
+    p.add_argument("--hidden", type=_int_list, default=[300, 300], help="mlp hidden widths (default 300,300)")
+    p.add_argument("--width", type=int, default=256, help="resmlp width (default 256)")
+    p.add_argument("--blocks", type=int, default=2, help="resmlp residual blocks (default 2)")
+    p.add_argument("--activation", help="hidden activation (default leaky_relu / silu / sigmoid by emulator)")
+    p.add_argument("--epochs", type=int, default=2000, help="maximum epochs (default 2000)")
+    p.add_argument("--batch-size", type=int, default=128, help="minibatch size (default 128)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--loss", choices=["l1", "l2"], default="l2", help="loss (default l2)")
+    p.add_argument("--patience", type=int, default=500, help="early-stopping patience in epochs (default 500; 0 = off)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--air", action="store_true", help="the grid's wavelengths are in air (default vacuum)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from jaxpayne.grids import read_training_set
+    from jaxpayne.training import TrainingConfig, train_emulator
+
+    ts = read_training_set(args.grid, label_names=args.labels, medium="air" if args.air else None)
+    config = TrainingConfig(
+        emulator=args.emulator,
+        hidden=tuple(args.hidden),
+        width=args.width,
+        n_blocks=args.blocks,
+        activation=args.activation,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        loss=args.loss,
+        patience=args.patience or None,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
+    print(f"training {args.emulator} on {ts.n_spectra} spectra x {ts.n_pixels} pixels, labels {list(ts.label_names)}")
+    result = train_emulator(ts, config, progress=not args.quiet)
+    out = result.model.save(args.out)
+    s = result.model.validation["summary"]
+    print(
+        f"best epoch {result.best_epoch} of {len(result.history['epoch'])} in {result.seconds:.1f} s; "
+        f"validation rms {s['rms']:.3e}, median |df| {s['median_abs']:.3e}, p99 |df| {s['p99_abs']:.3e}"
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="describe a model file", description="Print a model's labels, bounds, grid and validation error.")
+    p.add_argument("model", help="model file (.h5); or a Payne-format .npz with --format etc.")
+    _add_import_options(p, required=False)
+    p.set_defaults(func=_cmd_info)
+
+
+def _add_import_options(p, required: bool):
+    p.add_argument("--format", choices=["jaxpayne", "payne", "binspec"], default=None if not required else None, required=required,
+                   help="model format (payne: The Payne's MLP npz; binspec: per-pixel networks)")
+    p.add_argument("--labels", required=required, help="label names of an npz network, comma-separated, in input order")
+    p.add_argument("--wavelength", required=required, help="wavelength grid of an npz network (.npy/.npz/.txt/.fits)")
+    p.add_argument("--units", help="label units, comma-separated (guessed from names otherwise)")
+    p.add_argument("--air", action="store_true", help="the network's wavelengths are in air (default vacuum)")
+
+
+def _load_model_args(args):
+    from jaxpayne.model import load_model
+
+    kwargs = {}
+    if getattr(args, "labels", None) or getattr(args, "wavelength", None) or getattr(args, "format", None) in ("payne", "binspec"):
+        kwargs = dict(label_names=args.labels, wavelength=args.wavelength, units=args.units, medium="air" if args.air else "vacuum")
+    return load_model(args.model, format=getattr(args, "format", None), **kwargs)
+
+
+def _cmd_info(args) -> int:
+    model = _load_model_args(args)
+    print(f"model          {args.model}")
+    print(model.describe())
+    return 0
+
+
+def _add_convert(sub):
+    p = sub.add_parser(
+        "convert",
+        help="convert a Payne-family .npz network to a jaxpayne model file",
+        description="Convert The Payne's or binspec's .npz network (with its label names and wavelengths) to one model file.",
+    )
+    p.add_argument("model", metavar="NN.npz", help="the network")
+    _add_import_options(p, required=True)
+    p.add_argument("--out", required=True, help="model file to write (.h5)")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args) -> int:
+    model = _load_model_args(args)
+    out = model.save(args.out)
+    print(model.describe())
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``jaxpayne`` command."""
+    from jaxpayne import __version__
+
+    parser = argparse.ArgumentParser(prog="jaxpayne", description="Stellar labels from spectra with JAX emulators.")
+    parser.add_argument("--version", action="version", version=f"jaxpayne {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in _SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+_SUBCOMMANDS = [_add_train, _add_info, _add_convert]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("jaxpayne: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, OSError, KeyError, FloatingPointError) as err:
+        if os.environ.get("JAXPAYNE_DEBUG"):
+            raise
+        message = str(err) if not isinstance(err, KeyError) else str(err.args[0])
+        if isinstance(err, FileNotFoundError) and err.filename and str(err.filename) not in message:
+            message = f"{err.filename}: {err.strerror}"
+        print(f"jaxpayne: error: {message.splitlines()[0] if message else type(err).__name__}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Continuum normalisation applied identically to model and observed spectra.
+
+Two treatments, both pure and differentiable:
+
+* :func:`smooth_continuum` — the running-mean "pseudo-continuum" of Ho et al. (2017, ApJ 836, 5)
+  used by DD-Payne (Xiang et al. 2019, ApJS 245, 34): an inverse-variance-weighted Gaussian smooth
+
+  .. math:: \\bar f(\\lambda_i) = \\frac{\\sum_j w_{ij}\\, \\sigma_j^{-2} f_j}{\\sum_j w_{ij}\\,\\sigma_j^{-2}},
+            \\qquad w_{ij} = \\exp\\!\\left(-\\frac{(\\lambda_i-\\lambda_j)^2}{L^2}\\right),
+
+  restricted to pixels of the same segment (chip / arm), with L = 50 Å by default. The same
+  observed ivar and mask weight the model and the data, so both are normalised the same way.
+  The sums are computed by depositing the weighted pixels onto a uniform grid of bins of width
+  ``L/16`` (linear, "cloud-in-cell"), a banded Gaussian convolution on that grid, and linear
+  interpolation back to the pixels — O(n) for any number of pixels. The Gaussian on the bins is
+  narrowed so that, with the two linear steps, the effective kernel has exactly the variance
+  L²/2 of :math:`w_{ij}`; the remaining difference from the direct sum is ~1e-4 relative in the
+  weights.
+* :func:`chebyshev_design` and :func:`chebyshev_continuum` — a Chebyshev polynomial per segment,
+  either free parameters or fitted by weighted linear least squares of the data against
+  model × polynomial (binspec, El-Badry et al. 2018, MNRAS 476, 528, fits degree 4 per chip).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg
+import numpy as np
+
+__all__ = [
+    "DEFAULT_FILTER_WIDTH",
+    "ContinuumFit",
+    "chebyshev_continuum",
+    "chebyshev_design",
+    "smooth_continuum",
+]
+
+#: Default smoothing length L [Å] of the running-mean filter (Ho et al. 2017).
+DEFAULT_FILTER_WIDTH = 50.0
+#: Bins per smoothing length L in :func:`smooth_continuum`.
+FILTER_BINS_PER_WIDTH = 16
+#: Half-width of the binned Gaussian, in its σ.
+FILTER_TRUNCATION = 5.0
+
+
+def _concrete_range(wavelength) -> tuple[float, float]:
+    try:
+        values = np.asarray(wavelength, dtype=np.float64)
+    except Exception as error:  # a tracer
+        raise ValueError(
+            "smooth_continuum needs a static wavelength_range=(lo, hi) under jit/vmap"
+        ) from error
+    return float(values.min()), float(values.max())
+
+
+def smooth_continuum(
+    flux,
+    ivar,
+    wavelength,
+    segment=None,
+    *,
+    width: float = DEFAULT_FILTER_WIDTH,
+    n_segments: int = 1,
+    wavelength_range: tuple[float, float] | None = None,
+    bin_width: float | None = None,
+):
+    """Inverse-variance-weighted Gaussian running mean of a spectrum, per segment.
+
+    Args:
+        flux: (n,) flux.
+        ivar: (n,) inverse variance used as weights; 0 (or non-finite) = masked, zero weight.
+        wavelength: (n,) wavelengths [Å].
+        segment: (n,) int segment index in [0, n_segments); default all 0. Pixels of different
+            segments never mix.
+        width: smoothing length L [Å] in w = exp(−Δλ²/L²) (static).
+        n_segments: number of segments (static).
+        wavelength_range: (lo, hi) [Å] covering all pixels (static); required under jit/vmap,
+            taken from ``wavelength`` otherwise. Pixels outside are clamped to its ends.
+        bin_width: bin width [Å] of the internal grid (static), default L/16.
+
+    Returns:
+        (n,) smoothed flux. Where no unmasked pixel lies within ~5 L in the same segment the
+        result is 1.
+
+    Example:
+        >>> pseudo = smooth_continuum(flux, ivar, wavelength, width=50.0)
+        >>> normalized = flux / pseudo
+    """
+    flux = jnp.asarray(flux)
+    dtype = flux.dtype
+    ivar = jnp.asarray(ivar, dtype=dtype)
+    wavelength = jnp.asarray(wavelength)
+    segment = (
+        jnp.zeros(flux.shape, jnp.int32) if segment is None else jnp.asarray(segment, jnp.int32)
+    )
+    if wavelength_range is None:
+        lo, hi = _concrete_range(wavelength)
+    else:
+        lo, hi = (float(v) for v in wavelength_range)
+    h = float(bin_width) if bin_width is not None else float(width) / FILTER_BINS_PER_WIDTH
+    n_bins = int(math.ceil((hi - lo) / h)) + 2
+    sigma_bins = math.sqrt(max(width**2 / 2.0 - h**2 / 3.0, (0.25 * h) ** 2)) / h
+    taps = int(math.ceil(FILTER_TRUNCATION * sigma_bins))
+    kernel = np.exp(-0.5 * (np.arange(-taps, taps + 1) / sigma_bins) ** 2)
+
+    valid = (ivar > 0) & jnp.isfinite(ivar) & jnp.isfinite(flux)
+    weight = jnp.where(valid, ivar, 0.0)
+    value = weight * jnp.where(valid, flux, 0.0)
+    u = jnp.clip((wavelength.astype(dtype) - lo) / h, 0.0, n_bins - 2.0)
+    cell = jnp.floor(u)
+    t = u - cell
+    cell = cell.astype(jnp.int32)
+    segment = jnp.clip(segment, 0, n_segments - 1)
+
+    def deposit(x):
+        grid = jnp.zeros((n_segments, n_bins), dtype)
+        grid = grid.at[segment, cell].add(x * (1.0 - t))
+        return grid.at[segment, cell + 1].add(x * t)
+
+    stacked = jnp.concatenate([deposit(value), deposit(weight)], axis=0)[:, None, :]
+    smoothed = jax.lax.conv_general_dilated(
+        stacked,
+        jnp.asarray(kernel, dtype)[None, None, :],
+        window_strides=(1,),
+        padding=[(taps, taps)],
+        precision=jax.lax.Precision.HIGHEST,
+    )[:, 0, :]
+    numerator, denominator = smoothed[:n_segments], smoothed[n_segments:]
+
+    def back(grid):
+        return grid[segment, cell] * (1.0 - t) + grid[segment, cell + 1] * t
+
+    num, den = back(numerator), back(denominator)
+    floor = jnp.finfo(dtype).eps * jnp.max(den)
+    good = den > floor
+    return jnp.where(good, num / jnp.where(good, den, 1.0), 1.0)
+
+
+def chebyshev_design(wavelength, segment=None, ivar=None, *, n_segments: int = 1, degree: int = 4):
+    """Design matrix of a Chebyshev polynomial continuum per segment.
+
+    Each segment's wavelengths are mapped onto [−1, 1] using the range of its unmasked pixels
+    (all pixels if ``ivar`` is None); column ``s·(degree+1) + k`` holds T_k on segment s and 0
+    elsewhere.
+
+    Args:
+        wavelength: (n,) wavelengths [Å].
+        segment: (n,) int segment index; default all 0.
+        ivar: (n,) inverse variance, 0 = masked (masked pixels do not set the domain).
+        n_segments: number of segments (static).
+        degree: polynomial degree (static) ≥ 0.
+
+    Returns:
+        (n, n_segments·(degree+1)) design matrix.
+    """
+    wavelength = jnp.asarray(wavelength)
+    dtype = wavelength.dtype
+    segment = (
+        jnp.zeros(wavelength.shape, jnp.int32)
+        if segment is None
+        else jnp.clip(jnp.asarray(segment, jnp.int32), 0, n_segments - 1)
+    )
+    valid = jnp.ones(wavelength.shape, bool) if ivar is None else jnp.asarray(ivar) > 0
+    lo = jax.ops.segment_min(jnp.where(valid, wavelength, jnp.inf), segment, n_segments)
+    hi = jax.ops.segment_max(jnp.where(valid, wavelength, -jnp.inf), segment, n_segments)
+    ok = jnp.isfinite(lo) & jnp.isfinite(hi) & (hi > lo)
+    lo = jnp.where(ok, lo, 0.0)
+    hi = jnp.where(ok, hi, 1.0)
+    x = 2.0 * (wavelength - lo[segment]) / (hi[segment] - lo[segment]) - 1.0
+    terms = [jnp.ones_like(x)]
+    if degree >= 1:
+        terms.append(x)
+    for _ in range(2, degree + 1):
+        terms.append(2.0 * x * terms[-1] - terms[-2])
+    basis = jnp.stack(terms, axis=-1)  # (n, degree+1)
+    onehot = (segment[:, None] == jnp.arange(n_segments)).astype(dtype)  # (n, n_segments)
+    return (onehot[:, :, None] * basis[:, None, :]).reshape(wavelength.shape[0], -1)
+
+
+class ContinuumFit(NamedTuple):
+    """Result of :func:`chebyshev_continuum`.
+
+    Attributes:
+        continuum: (n,) fitted polynomial continuum (multiplies the model).
+        coefficients: (n_coefficients,) Chebyshev coefficients.
+        logdet: log det of the normal matrix DᵀWD (D = model × design) over the columns that
+            carry weight, for the marginal likelihood.
+        rank: number of columns that carry weight (float, same dtype).
+    """
+
+    continuum: jax.Array
+    coefficients: jax.Array
+    logdet: jax.Array
+    rank: jax.Array
+
+
+def chebyshev_continuum(model, data, ivar, design) -> ContinuumFit:
+    """Weighted least-squares continuum c = D·a with data ≈ model × c.
+
+    Minimises Σ ivar (data − model · D a)² in closed form (normal equations, Cholesky), which is
+    differentiable in every input. Columns without any weight (e.g. a segment whose pixels are
+    all masked) get coefficient 0.
+
+    Args:
+        model: (n,) model flux before continuum.
+        data: (n,) observed flux (non-finite values must carry ivar = 0).
+        ivar: (n,) inverse variance, 0 = masked.
+        design: (n, m) design matrix from :func:`chebyshev_design`.
+
+    Returns:
+        :class:`ContinuumFit`.
+    """
+    model = jnp.asarray(model)
+    dtype = model.dtype
+    valid = jnp.asarray(ivar) > 0
+    weight = jnp.where(valid, ivar, 0.0).astype(dtype)
+    data = jnp.where(valid, data, 0.0).astype(dtype)
+    basis = model[:, None] * design
+    weighted = basis * weight[:, None]
+    normal = basis.T @ weighted
+    rhs = weighted.T @ data
+    diagonal = jnp.diagonal(normal)
+    scale = jnp.maximum(jnp.max(diagonal), jnp.finfo(dtype).tiny)
+    empty = diagonal <= jnp.finfo(dtype).eps * scale
+    jitter = 10.0 * jnp.finfo(dtype).eps * scale + jnp.where(empty, scale, 0.0)
+    normal = normal + jnp.diag(jitter)
+    factor = jax.scipy.linalg.cho_factor(normal, lower=True)
+    coefficients = jax.scipy.linalg.cho_solve(factor, rhs)
+    logdet = 2.0 * jnp.sum(jnp.where(empty, 0.0, jnp.log(jnp.diagonal(factor[0]))))
+    rank = jnp.sum(~empty).astype(dtype)
+    return ContinuumFit(design @ coefficients, coefficients, logdet, rank)

@@ -1,0 +1,155 @@
+"""Smooth evaluation of a log-λ-uniform spectrum at arbitrary (Doppler-shifted) positions.
+
+Two evaluators, both infinitely differentiable in the evaluation position (so a radial velocity
+never meets a kink at a pixel boundary):
+
+* :func:`evaluate_spline` — the interpolating cubic B-spline (C², 4 taps). Its coefficients come
+  from the samples by the exact B-spline prefilter, a division by
+  :math:`\\hat\\beta_3(k) = (2 + \\cos 2\\pi k/N)/3` in Fourier space (Unser 1999, IEEE Signal
+  Processing Magazine 16, 22), which :func:`spline_coefficients` applies and the forward model
+  folds into its broadening FFT for free.
+* :func:`evaluate_gaussian` — a Gaussian-weighted sum over a window of samples, i.e. convolution
+  with a Gaussian line-spread function whose width may differ at every evaluated pixel. The
+  normalised discrete sum equals the continuous convolution of the band-limited spectrum up to
+  aliasing of order :math:`\\exp(-2\\pi^2\\sigma^2)` (σ in pixels): < 3e-9 for σ ≥ 1 pixel,
+  6e-5 for σ = 0.7. Keep σ ≥ 1 working-grid pixel.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpayne.forward.broadening import periodic_ramp_pad
+
+__all__ = [
+    "bspline_prefilter",
+    "cubic_bspline_weights",
+    "evaluate_gaussian",
+    "evaluate_spline",
+    "spline_coefficients",
+]
+
+#: Number of taps of the cubic B-spline.
+SPLINE_TAPS = 4
+
+
+def bspline_prefilter(length: int) -> np.ndarray:
+    """Fourier-space factor turning periodic samples into cubic B-spline coefficients.
+
+    Args:
+        length: FFT length N (static).
+
+    Returns:
+        numpy (N//2 + 1,) float64 array 3/(2 + cos(2πk/N)) for the rfft frequencies k.
+    """
+    k = np.arange(length // 2 + 1)
+    return 3.0 / (2.0 + np.cos(2.0 * np.pi * k / length))
+
+
+def spline_coefficients(samples, pad: int | None = None):
+    """Cubic B-spline coefficients interpolating uniformly spaced samples.
+
+    The prefilter is applied in Fourier space after ramp-padding (see
+    :func:`jaxpayne.forward.broadening.broaden`); its influence decays as 0.268^k, so the padding
+    only affects a few pixels at each end.
+
+    Args:
+        samples: array (..., n).
+        pad: ramp-padding samples (static), default max(n/4, 32).
+
+    Returns:
+        Coefficients (..., n) such that ``evaluate_spline(coefficients, i) == samples[i]``.
+    """
+    import scipy.fft
+
+    samples = jnp.asarray(samples)
+    n = samples.shape[-1]
+    pad = max(n // 4, 32) if pad is None else int(pad)
+    length = int(scipy.fft.next_fast_len(n + pad, real=True))
+    spectrum = jnp.fft.rfft(periodic_ramp_pad(samples, length), axis=-1)
+    prefilter = jnp.asarray(bspline_prefilter(length), dtype=samples.dtype)
+    return jnp.fft.irfft(spectrum * prefilter, n=length, axis=-1)[..., :n].astype(samples.dtype)
+
+
+def cubic_bspline_weights(t):
+    """Weights of the 4 cubic B-spline taps at fractional offset ``t`` ∈ [0, 1).
+
+    Args:
+        t: array of fractional positions.
+
+    Returns:
+        Array (*t.shape, 4): weights of samples floor−1, floor, floor+1, floor+2. They sum to 1.
+    """
+    t2 = t * t
+    t3 = t2 * t
+    one_minus = 1.0 - t
+    w0 = one_minus * one_minus * one_minus / 6.0
+    w1 = (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0
+    w2 = (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0
+    w3 = t3 / 6.0
+    return jnp.stack([w0, w1, w2, w3], axis=-1)
+
+
+def _spline_at(flat_coefficients, base, offset, lower, upper):
+    """Spline value at flat position ``base + offset`` (``base`` int, ``offset`` float).
+
+    ``offset`` is clamped to [lower, upper] so the four taps stay inside one contiguous block.
+    """
+    offset = jnp.clip(offset, lower, upper)
+    whole = jnp.floor(offset)
+    t = offset - whole
+    first = base + whole.astype(jnp.int32) - 1
+    index = first[..., None] + jnp.arange(SPLINE_TAPS, dtype=jnp.int32)
+    return jnp.sum(flat_coefficients[index] * cubic_bspline_weights(t), axis=-1)
+
+
+def evaluate_spline(coefficients, position):
+    """Evaluate a cubic B-spline at fractional pixel positions.
+
+    Args:
+        coefficients: (n,) B-spline coefficients (from :func:`spline_coefficients`).
+        position: array of positions in pixels (0 = first sample), clamped to [1, n − 3] so that
+            all four taps exist; any shape.
+
+    Returns:
+        Values with the shape of ``position``; C² continuous in ``position``.
+    """
+    coefficients = jnp.asarray(coefficients)
+    n = coefficients.shape[-1]
+    position = jnp.asarray(position, dtype=coefficients.dtype)
+    return _spline_at(coefficients, jnp.zeros(position.shape, jnp.int32), position, 1.0, n - 3.0)
+
+
+def _gaussian_at(flat_samples, base, offset, sigma, half_width: int, first, last):
+    """Gaussian-window sum around flat position ``base + offset``; taps limited to [first, last]."""
+    whole = jnp.floor(offset)
+    steps = jnp.arange(-half_width, half_width + 2, dtype=jnp.int32)
+    index = (base + whole.astype(jnp.int32))[..., None] + steps
+    distance = (whole - offset)[..., None] + steps.astype(offset.dtype)
+    inside = (index >= first[..., None]) & (index <= last[..., None])
+    index = jnp.clip(index, first[..., None], last[..., None])
+    weight = jnp.where(inside, jnp.exp(-0.5 * (distance / sigma[..., None]) ** 2), 0.0)
+    total = jnp.sum(weight, axis=-1)
+    total = jnp.where(total > 0, total, 1.0)
+    return jnp.sum(weight * flat_samples[index], axis=-1) / total
+
+
+def evaluate_gaussian(samples, position, sigma, half_width: int):
+    """Convolve samples with a Gaussian of per-position width, evaluated at given positions.
+
+    Args:
+        samples: (n,) spectrum sampled on a uniform grid.
+        position: (m,) evaluation positions [pixels].
+        sigma: (m,) or scalar Gaussian σ [pixels], ≥ ~1 for accuracy (see module docstring).
+        half_width: static window half-width [pixels]; use ≥ 5 max(σ).
+
+    Returns:
+        (m,) convolved values; the weights are normalised, so flux is conserved.
+    """
+    samples = jnp.asarray(samples)
+    n = samples.shape[-1]
+    position = jnp.asarray(position, dtype=samples.dtype)
+    sigma = jnp.broadcast_to(jnp.asarray(sigma, dtype=samples.dtype), position.shape)
+    zeros = jnp.zeros(position.shape, jnp.int32)
+    return _gaussian_at(samples, zeros, position, sigma, int(half_width), zeros, zeros + n - 1)

@@ -1,0 +1,318 @@
+"""Training sets: spectra with known labels on one wavelength grid.
+
+A :class:`TrainingSet` holds a wavelength grid [Å], labels ``(n_spectra, n_labels)`` in physical
+units, flux ``(n_spectra, n_pixels)`` and optionally inverse variances (data-driven sets). It is
+read from
+
+- ``.npz``: arrays ``wavelength``, ``labels``, ``flux`` [, ``ivar``], ``label_names`` [, ``label_units``];
+- ``.h5``/``.hdf5``: datasets of the same names (``label_names`` may also be a root attribute);
+- ``.fits``: HDU ``FLUX`` (image, n_spectra × n_pixels), ``WAVELENGTH`` (image), ``LABELS``
+  (binary table, one column per label with its unit), optional ``IVAR``;
+- a directory with ``parameters.npy``, ``normalized_flux.npy``, ``wavelength.npy`` and an optional
+  ``metadata.json`` naming the columns (the astro-emulators-toolkit / Korg layout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jaxpayne.labels import LabelSpec, default_unit
+
+__all__ = ["TrainingSet", "GridFormatError", "read_training_set"]
+
+
+class GridFormatError(ValueError):
+    """A training-set file is unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Spectra with known labels, for training an emulator.
+
+    Attributes:
+        wavelength: pixel wavelengths [Å], ``(n_pixels,)``, strictly increasing.
+        labels: ``(n_spectra, n_labels)`` physical labels.
+        flux: ``(n_spectra, n_pixels)``.
+        label_names: names of the label columns.
+        label_units: units of the label columns (guessed from the names when empty).
+        ivar: optional inverse variance of ``flux`` (0 = pixel unusable), same shape.
+        medium: ``"vacuum"`` or ``"air"``.
+        source: where it was read from (for provenance).
+    """
+
+    wavelength: np.ndarray
+    labels: np.ndarray
+    flux: np.ndarray
+    label_names: tuple[str, ...]
+    label_units: tuple[str, ...] = ()
+    ivar: np.ndarray | None = None
+    medium: str = "vacuum"
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        where = f"{self.source}: " if self.source else ""
+        wave = np.asarray(self.wavelength, dtype=np.float64).reshape(-1)
+        labels = np.asarray(self.labels, dtype=np.float64)
+        flux = np.asarray(self.flux, dtype=np.float32)
+        names = tuple(str(n) for n in self.label_names)
+        if labels.ndim == 1:
+            labels = labels[:, None]
+        if flux.ndim != 2:
+            raise GridFormatError(f"{where}flux must be 2-D (n_spectra, n_pixels), got shape {flux.shape}")
+        if labels.ndim != 2 or labels.shape[0] != flux.shape[0]:
+            raise GridFormatError(
+                f"{where}labels shape {labels.shape} does not match flux shape {flux.shape} (one row per spectrum)"
+            )
+        if flux.shape[1] != wave.size:
+            raise GridFormatError(f"{where}flux has {flux.shape[1]} pixels but wavelength has {wave.size}")
+        if len(names) != labels.shape[1]:
+            raise GridFormatError(f"{where}{labels.shape[1]} label columns but {len(names)} names {list(names)}")
+        if flux.shape[0] < 2:
+            raise GridFormatError(f"{where}need at least 2 spectra, got {flux.shape[0]}")
+        if not np.all(np.isfinite(wave)) or np.any(np.diff(wave) <= 0):
+            raise GridFormatError(f"{where}wavelength grid must be finite and strictly increasing")
+        bad_labels = ~np.all(np.isfinite(labels), axis=1)
+        if np.any(bad_labels):
+            raise GridFormatError(
+                f"{where}{bad_labels.sum()} spectra have NaN/inf labels (first row {np.argmax(bad_labels)})"
+            )
+        ivar = None if self.ivar is None else np.asarray(self.ivar, dtype=np.float32)
+        if ivar is not None:
+            if ivar.shape != flux.shape:
+                raise GridFormatError(f"{where}ivar shape {ivar.shape} differs from flux shape {flux.shape}")
+            if np.any(~np.isfinite(ivar)) or np.any(ivar < 0):
+                raise GridFormatError(f"{where}ivar must be finite and non-negative")
+            bad = ~np.isfinite(flux)
+            if np.any(bad & (ivar > 0)):
+                raise GridFormatError(f"{where}NaN/inf flux at pixels with ivar > 0")
+            flux = np.where(bad, 0.0, flux).astype(np.float32)
+        elif not np.all(np.isfinite(flux)):
+            rows = np.flatnonzero(~np.all(np.isfinite(flux), axis=1))
+            raise GridFormatError(
+                f"{where}{rows.size} spectra contain NaN/inf flux (first row {rows[0]}); "
+                "drop them or give an ivar with 0 there"
+            )
+        if self.medium not in ("vacuum", "air"):
+            raise GridFormatError(f"{where}medium must be 'vacuum' or 'air', got {self.medium!r}")
+        units = tuple(self.label_units) if self.label_units else tuple(default_unit(n) for n in names)
+        object.__setattr__(self, "wavelength", wave)
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "flux", flux)
+        object.__setattr__(self, "ivar", ivar)
+        object.__setattr__(self, "label_names", names)
+        object.__setattr__(self, "label_units", units)
+
+    @property
+    def n_spectra(self) -> int:
+        """Number of spectra."""
+        return self.flux.shape[0]
+
+    @property
+    def n_pixels(self) -> int:
+        """Number of pixels."""
+        return self.flux.shape[1]
+
+    def label_spec(self) -> LabelSpec:
+        """Label spec whose bounds are this set's label ranges."""
+        return LabelSpec.from_data(self.label_names, self.labels, self.label_units)
+
+    def subset(self, index) -> "TrainingSet":
+        """The spectra selected by an index array or boolean mask."""
+        return TrainingSet(
+            self.wavelength,
+            self.labels[index],
+            self.flux[index],
+            self.label_names,
+            self.label_units,
+            None if self.ivar is None else self.ivar[index],
+            self.medium,
+            self.source,
+            dict(self.meta),
+        )
+
+    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple["TrainingSet", "TrainingSet"]:
+        """Reproducible random split into training and validation sets.
+
+        Args:
+            val_fraction: fraction of spectra held out for validation, in (0, 1).
+            seed: seed of the permutation; the same seed gives the same split.
+
+        Returns:
+            ``(train, validation)``.
+        """
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        n_val = max(1, int(round(val_fraction * self.n_spectra)))
+        if n_val >= self.n_spectra:
+            raise ValueError(f"val_fraction {val_fraction} leaves no training spectra")
+        order = np.random.default_rng(seed).permutation(self.n_spectra)
+        return self.subset(np.sort(order[n_val:])), self.subset(np.sort(order[:n_val]))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of wavelength, labels, flux (and ivar): identifies the data in provenance."""
+        h = hashlib.sha256()
+        for arr in (self.wavelength, self.labels, self.flux) + (() if self.ivar is None else (self.ivar,)):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write as ``.npz`` (readable by :func:`read_training_set`)."""
+        path = Path(path)
+        arrays = dict(
+            wavelength=self.wavelength,
+            labels=self.labels,
+            flux=self.flux,
+            label_names=np.array(self.label_names),
+            label_units=np.array(self.label_units),
+            medium=np.array(self.medium),
+        )
+        if self.ivar is not None:
+            arrays["ivar"] = self.ivar
+        np.savez(path, **arrays)
+        return path
+
+
+def read_training_set(path: str | os.PathLike, *, label_names=None, medium: str | None = None) -> TrainingSet:
+    """Read a training set from npz, HDF5, FITS or a Korg-style directory (see module docstring).
+
+    Args:
+        path: file or directory.
+        label_names: override or supply the label names (sequence or comma-separated string).
+        medium: override the wavelength medium (``"vacuum"``/``"air"``).
+
+    Raises:
+        GridFormatError: with the path and the problem.
+    """
+    path = Path(path)
+    if isinstance(label_names, str):
+        label_names = [n.strip() for n in label_names.split(",") if n.strip()]
+    if not path.exists():
+        raise GridFormatError(f"{path}: no such file or directory")
+    try:
+        if path.is_dir():
+            parts = _read_directory(path)
+        else:
+            suffix = path.suffix.lower()
+            if suffix == ".npz":
+                parts = _read_npz(path)
+            elif suffix in (".h5", ".hdf5", ".hdf"):
+                parts = _read_hdf5(path)
+            elif suffix in (".fits", ".fit"):
+                parts = _read_fits(path)
+            else:
+                raise GridFormatError(f"{path}: unknown training-set format (use .npz, .h5, .fits or a directory)")
+    except GridFormatError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise GridFormatError(f"{path}: cannot read training set ({type(err).__name__}: {err})") from None
+    if label_names is not None:
+        parts["label_names"] = tuple(label_names)
+    if parts.get("label_names") is None:
+        n = np.asarray(parts["labels"]).reshape(len(parts["flux"]), -1).shape[1]
+        raise GridFormatError(f"{path}: the file names no labels; pass label_names ({n} columns)")
+    if medium is not None:
+        parts["medium"] = medium
+    return TrainingSet(source=str(path), **parts)
+
+
+def _strs(values) -> tuple[str, ...]:
+    return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).reshape(-1))
+
+
+def _read_npz(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as d:
+        missing = {"wavelength", "labels", "flux"} - set(d.files)
+        if missing:
+            raise GridFormatError(f"{path}: training-set npz lacks {sorted(missing)} (has {d.files})")
+        return dict(
+            wavelength=d["wavelength"],
+            labels=d["labels"],
+            flux=d["flux"],
+            ivar=d["ivar"] if "ivar" in d.files else None,
+            label_names=_strs(d["label_names"]) if "label_names" in d.files else None,
+            label_units=_strs(d["label_units"]) if "label_units" in d.files else (),
+            medium=str(d["medium"]) if "medium" in d.files else "vacuum",
+        )
+
+
+def _read_hdf5(path: Path) -> dict:
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        raise GridFormatError(f"{path}: not an HDF5 file")
+    with h5py.File(path, "r") as f:
+        missing = {"wavelength", "labels", "flux"} - set(f.keys())
+        if missing:
+            raise GridFormatError(f"{path}: training-set HDF5 lacks datasets {sorted(missing)}")
+        names = f["label_names"][()] if "label_names" in f else f.attrs.get("label_names")
+        units = f["label_units"][()] if "label_units" in f else f.attrs.get("label_units", ())
+        return dict(
+            wavelength=f["wavelength"][()],
+            labels=f["labels"][()],
+            flux=f["flux"][()],
+            ivar=f["ivar"][()] if "ivar" in f else None,
+            label_names=None if names is None else _strs(names),
+            label_units=_strs(units) if len(np.atleast_1d(units)) else (),
+            medium=str(f.attrs.get("medium", "vacuum")),
+        )
+
+
+def _read_fits(path: Path) -> dict:
+    from astropy.io import fits
+
+    try:
+        hdul = fits.open(path, memmap=False)
+    except OSError as err:
+        raise GridFormatError(f"{path}: not a readable FITS file ({err})") from None
+    with hdul:
+        names = [h.name for h in hdul]
+        missing = {"FLUX", "WAVELENGTH", "LABELS"} - set(names)
+        if missing:
+            raise GridFormatError(f"{path}: training-set FITS lacks HDUs {sorted(missing)} (has {names})")
+        table = hdul["LABELS"]
+        cols = table.columns
+        labels = np.stack([np.asarray(table.data[c], dtype=np.float64) for c in cols.names], axis=1)
+        return dict(
+            wavelength=np.asarray(hdul["WAVELENGTH"].data),
+            labels=labels,
+            flux=np.asarray(hdul["FLUX"].data),
+            ivar=np.asarray(hdul["IVAR"].data) if "IVAR" in names else None,
+            label_names=tuple(cols.names),
+            label_units=tuple((c.unit or "") for c in cols),
+            medium=str(hdul[0].header.get("MEDIUM", "vacuum")).lower(),
+        )
+
+
+def _read_directory(path: Path) -> dict:
+    files = {p.name for p in path.iterdir()}
+    flux_name = next((n for n in ("normalized_flux.npy", "flux.npy") if n in files), None)
+    label_name = next((n for n in ("parameters.npy", "labels.npy") if n in files), None)
+    if flux_name is None or label_name is None or "wavelength.npy" not in files:
+        raise GridFormatError(
+            f"{path}: a training-set directory needs parameters.npy (or labels.npy), "
+            "normalized_flux.npy (or flux.npy) and wavelength.npy"
+        )
+    names, units, medium = None, (), "vacuum"
+    if "metadata.json" in files:
+        meta = json.loads((path / "metadata.json").read_text())
+        columns = meta.get("files", {}).get(label_name, {}).get("columns")
+        if columns:
+            names = tuple(c["name"] for c in columns)
+            units = tuple(c.get("unit", "") for c in columns)
+        medium = meta.get("medium", medium)
+    return dict(
+        wavelength=np.load(path / "wavelength.npy"),
+        labels=np.load(path / label_name),
+        flux=np.load(path / flux_name),
+        ivar=np.load(path / "ivar.npy") if "ivar.npy" in files else None,
+        label_names=names,
+        label_units=units,
+        medium=medium,
+    )

@@ -1,0 +1,70 @@
+"""Spectra in: the :class:`Spectrum` container and readers for survey and generic files.
+
+Conventions (details in ``docs/spectra_io.md``): wavelengths in Å, float64, strictly increasing,
+``medium`` "vacuum" or "air"; ``ivar`` is the inverse variance (0 = no information); ``mask`` is
+True for a **bad** pixel; a pixel is usable iff ``not mask and ivar > 0`` (:attr:`Spectrum.good`);
+``segment`` numbers the detector pieces (chips, CCDs) from the blue end. Readers raise
+:class:`SpectrumFormatError` with a one-line ``"<path>: <problem>"`` message.
+
+Example:
+    >>> from jaxpayne.io import read_spectra
+    >>> spectra = read_spectra(["apStar-dr17-2M17335483-2753043.fits"], on_error="warn")  # doctest: +SKIP
+    >>> spectra[0].to_air().medium  # doctest: +SKIP
+    'air'
+"""
+
+from jaxpayne.io.readers import (
+    FORMATS,
+    READER_OPTIONS,
+    SpectrumList,
+    SpectrumReadWarning,
+    detect_format,
+    from_specutils,
+    load_wavelength,
+    read_spectra,
+    read_spectrum,
+)
+from jaxpayne.io.spectrum import (
+    MEDIA,
+    Spectrum,
+    SpectrumFormatError,
+    air_to_vacuum,
+    combine,
+    vacuum_to_air,
+)
+from jaxpayne.io.surveys import (
+    APOGEE_BAD_PIXMASK_BITS,
+    APOGEE_PIXMASK,
+    apogee_pixmask_value,
+    read_apstar,
+    read_apvisit,
+    read_binspec,
+    read_galah_ccd,
+    read_galah_star,
+)
+
+__all__ = [
+    "APOGEE_BAD_PIXMASK_BITS",
+    "APOGEE_PIXMASK",
+    "FORMATS",
+    "MEDIA",
+    "READER_OPTIONS",
+    "Spectrum",
+    "SpectrumFormatError",
+    "SpectrumList",
+    "SpectrumReadWarning",
+    "air_to_vacuum",
+    "apogee_pixmask_value",
+    "combine",
+    "detect_format",
+    "from_specutils",
+    "load_wavelength",
+    "read_apstar",
+    "read_apvisit",
+    "read_binspec",
+    "read_galah_ccd",
+    "read_galah_star",
+    "read_spectra",
+    "read_spectrum",
+    "vacuum_to_air",
+]
