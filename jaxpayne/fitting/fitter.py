@@ -1,0 +1,296 @@
+"""Batched, jit-compiled fitting of spectra: RV pre-search, multi-start Levenberg–Marquardt,
+Laplace covariances and quality flags.
+
+The physics is one spectrum's; :class:`Fitter` vmaps it over a batch of padded
+:class:`~jaxpayne.forward.Observation` arrays so one compiled call fits many spectra.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Mapping, NamedTuple
+
+import numpy as np
+
+from jaxpayne.fitting.lm import LMOptions, levenberg_marquardt
+
+__all__ = ["Flags", "Fitter", "BatchFit"]
+
+#: Reciprocal condition number below which a Fisher matrix counts as singular.
+SINGULAR_RCOND = 1e-10
+#: Fraction of a parameter's range within which a best fit "sits on a bound".
+BOUND_TOLERANCE = 1e-3
+#: Levenberg–Marquardt iterations spent on each start before the best one is refined.
+EXPLORE_ITERATIONS = 4
+#: Minimum number of usable pixels per free parameter for a fit to be attempted.
+MIN_PIXELS_PER_PARAMETER = 3
+
+
+class Flags(enum.IntFlag):
+    """Quality bits of a fit (the ``flags`` column); 0 means none raised.
+
+    ==============  =====  ============================================================
+    name            value  meaning
+    ==============  =====  ============================================================
+    NOT_CONVERGED   1      the optimiser hit its iteration limit
+    AT_BOUND        2      a label sits on its training-box bound (extrapolation needed)
+    COV_SINGULAR    4      Fisher matrix singular/ill-conditioned; errors unreliable
+    FEW_PIXELS      8      too few usable pixels; no fit (labels NaN)
+    FAILED          16     spectrum could not be read or modelled (see ``message``)
+    RV_AT_LIMIT     32     rv sits at ±max_rv: the pre-search range is too small
+    PIXELS_CLIPPED  64     pixels outside the model's range were masked
+    HIGH_CHI2       128    reduced χ² > 5: model inadequate or errors underestimated
+    ==============  =====  ============================================================
+    """
+
+    NOT_CONVERGED = 1
+    AT_BOUND = 2
+    COV_SINGULAR = 4
+    FEW_PIXELS = 8
+    FAILED = 16
+    RV_AT_LIMIT = 32
+    PIXELS_CLIPPED = 64
+    HIGH_CHI2 = 128
+
+
+#: Reduced χ² above which HIGH_CHI2 is raised.
+HIGH_CHI2_LIMIT = 5.0
+
+
+class BatchFit(NamedTuple):
+    """Results for a batch, numpy arrays with a leading batch axis.
+
+    Attributes:
+        theta: (B, n) best-fit free parameters, physical units.
+        covariance: (B, n, n) Laplace covariance (inverse Fisher matrix).
+        chi2: (B,) χ² at the best fit.
+        n_pixels: (B,) usable pixels.
+        dof: (B,) degrees of freedom (pixels − free parameters − marginalised continuum terms).
+        n_iter: (B,) optimiser iterations (all starts together).
+        converged: (B,) bool.
+        flags: (B,) int :class:`Flags`.
+    """
+
+    theta: np.ndarray
+    covariance: np.ndarray
+    chi2: np.ndarray
+    n_pixels: np.ndarray
+    dof: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    flags: np.ndarray
+
+
+class Fitter:
+    """Fit emulator + forward model to many spectra at once.
+
+    Args:
+        model: a :class:`jaxpayne.Model` (or any emulator accepted by
+            :class:`~jaxpayne.forward.ForwardModel`).
+        rv: fit the radial velocity [km/s] (with a χ² pre-search over ±``max_rv``); False fixes
+            it at 0 (rest-frame spectra).
+        vsini: fit rotational broadening [km/s].
+        vmacro: fit radial–tangential macroturbulence [km/s].
+        resolution: instrumental resolving power R (None: the emulator is already at the
+            instrument's resolution).
+        continuum: ``"filter[:WIDTH]"``, ``"cheb:N"``, ``"cheb:N:free"`` or ``"none"`` (see
+            :class:`~jaxpayne.forward.ForwardModel`).
+        n_segments: number of segments (chips/arms) of the observations.
+        max_rv: bound of |rv| [km/s].
+        rv_step: step of the rv pre-search grid [km/s].
+        restarts: number of label starts (the box centre plus Sobol points), the best kept.
+        emulator_error: add the model file's per-pixel validation error in quadrature.
+        inflation: factor on every uncertainty.
+        fixed: parameter name → value held fixed.
+        lm_options: optimiser settings.
+        seed: seed of the Sobol starts.
+        **forward_options: passed to :class:`~jaxpayne.forward.ForwardModel`.
+
+    Example:
+        >>> fitter = Fitter(model, rv=True, continuum="filter")
+        >>> batch = pad_observations([fitter.forward.observation(w, f, e**-2) for w, f, e in ...])
+        >>> result = fitter.fit(batch)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        rv: bool = True,
+        vsini: bool = False,
+        vmacro: bool = False,
+        resolution: float | None = None,
+        continuum: str = "filter",
+        n_segments: int = 1,
+        max_rv: float = 300.0,
+        rv_step: float = 5.0,
+        restarts: int = 4,
+        emulator_error: bool = True,
+        inflation: float = 1.0,
+        fixed: Mapping[str, float] | None = None,
+        lm_options: LMOptions = LMOptions(),
+        seed: int = 0,
+        **forward_options,
+    ):
+        import jax
+
+        from jaxpayne.forward import ForwardModel
+
+        fixed = dict(fixed or {})
+        if not rv:
+            fixed.setdefault("rv", 0.0)
+        names = {n.lower() for n in model.label_names}
+        self.forward = ForwardModel(
+            model,
+            resolution=resolution,
+            rotation=vsini and "vsini" not in names,
+            macroturbulence=vmacro and "vmacro" not in names,
+            continuum=continuum,
+            n_segments=n_segments,
+            max_rv=max_rv,
+            fixed=fixed,
+            **forward_options,
+        )
+        fm = self.forward
+        if restarts < 1:
+            raise ValueError("restarts must be >= 1")
+        self.model = model
+        self.emulator_error = bool(emulator_error and getattr(model, "emulator_error", None) is not None)
+        self.inflation = float(inflation)
+        if not self.inflation > 0:
+            raise ValueError("inflation must be > 0")
+        self.lm_options = lm_options
+        self.param_names = fm.param_names
+        self.n_labels = len(fm.label_names)
+        lower, upper = fm.lower.copy(), fm.upper.copy()
+        finite = np.isfinite(lower) & np.isfinite(upper)
+        self._offset = np.where(finite, lower, 0.0)
+        self._scale = np.where(finite, upper - lower, 1.0)
+        self._u_lower = np.where(finite, 0.0, -np.inf)
+        self._u_upper = np.where(finite, 1.0, np.inf)
+        self._rv_index = fm.param_names.index("rv") if "rv" in fm.param_names else None
+        self._starts = self._make_starts(restarts, seed)
+        n_rv = int(np.floor(max_rv / rv_step))
+        self._rv_grid = np.arange(-n_rv, n_rv + 1) * float(rv_step)
+        cont = fm.continuum
+        self._marginal_terms = (
+            n_segments * (cont.degree + 1) if cont.kind == "cheb" and not cont.free else 0
+        )
+        self._fit_batch = jax.jit(jax.vmap(self._fit_one))
+
+    # --------------------------------------------------------------------------- starts
+    def _make_starts(self, restarts: int, seed: int) -> np.ndarray:
+        """(K, n) starting points in working coordinates: the box centre, then Sobol points."""
+        fm = self.forward
+        start = (fm.initial - self._offset) / self._scale
+        starts = np.repeat(start[None], restarts, axis=0)
+        if restarts > 1:
+            from scipy.stats import qmc
+
+            n_lab = sum(1 for n in fm.param_names if n in fm.label_names)
+            sobol = qmc.Sobol(d=n_lab, scramble=True, seed=seed)
+            points = sobol.random(2 ** int(np.ceil(np.log2(restarts))))[: restarts - 1]
+            label_cols = [i for i, n in enumerate(fm.param_names) if n in fm.label_names]
+            starts[1:, label_cols] = 0.1 + 0.8 * points  # inside the central 80% of the box
+        return starts
+
+    def to_physical(self, u):
+        """Working coordinates → physical parameters."""
+        return u * self._scale + self._offset
+
+    # --------------------------------------------------------------------------- one spectrum
+    def _fit_one(self, obs):
+        import jax
+        import jax.numpy as jnp
+
+        fm = self.forward
+        dtype = obs.flux.dtype
+        offset = jnp.asarray(self._offset, dtype)
+        scale = jnp.asarray(self._scale, dtype)
+
+        def residuals_u(u):
+            return fm._residuals_impl(u * scale + offset, obs, self.emulator_error, self.inflation)
+
+        starts = jnp.asarray(self._starts, dtype)
+        if self._rv_index is not None:
+            grid = jnp.asarray(self._rv_grid, dtype)
+            u_rv = (grid - offset[self._rv_index]) / scale[self._rv_index]
+            probes = jnp.repeat(starts[:1], grid.shape[0], axis=0).at[:, self._rv_index].set(u_rv)
+            costs = jax.vmap(lambda u: jnp.sum(residuals_u(u) ** 2))(probes)
+            best_rv = u_rv[jnp.argmin(jnp.where(jnp.isfinite(costs), costs, jnp.inf))]
+            starts = starts.at[:, self._rv_index].set(best_rv)
+        lower = jnp.asarray(self._u_lower, dtype)
+        upper = jnp.asarray(self._u_upper, dtype)
+        if starts.shape[0] > 1:
+            # explore: a few iterations from every start; then refine only the best to convergence
+            explore = self.lm_options._replace(max_iter=EXPLORE_ITERATIONS)
+            runs = jax.vmap(lambda u0: levenberg_marquardt(residuals_u, u0, lower, upper, explore))(starts)
+            best = jnp.argmin(jnp.where(jnp.isfinite(runs.cost), runs.cost, jnp.inf))
+            u_start, n_explore = runs.x[best], jnp.sum(runs.n_iter)
+        else:
+            u_start, n_explore = starts[0], 0
+        final = levenberg_marquardt(residuals_u, u_start, lower, upper, self.lm_options)
+        u = final.x
+        theta = u * scale + offset
+        jac = jax.jacfwd(lambda t: fm._residuals_impl(t, obs, self.emulator_error, self.inflation))(theta)
+        fisher = jac.T @ jac
+        n_pixels = jnp.sum(obs.ivar > 0)
+        return theta, fisher, final.cost, n_pixels, final.n_iter + n_explore, final.converged
+
+    # --------------------------------------------------------------------------- batches
+    def fit(self, observations) -> BatchFit:
+        """Fit a batch of observations (an :class:`~jaxpayne.forward.Observation` with a leading
+        batch axis, e.g. from :func:`~jaxpayne.forward.pad_observations`).
+
+        Spectra with too few usable pixels get NaN parameters and the FEW_PIXELS flag; they never
+        affect the others.
+
+        Returns:
+            A :class:`BatchFit` of numpy arrays.
+        """
+        theta, fisher, cost, n_pix, n_iter, converged = (np.asarray(a) for a in self._fit_batch(observations))
+        theta = theta.astype(np.float64)
+        n_par = theta.shape[1]
+        cov, singular = _invert_fisher(fisher.astype(np.float64), self._scale)
+        dof = n_pix.astype(np.int64) - n_par - self._marginal_terms
+        flags = np.zeros(theta.shape[0], np.int64)
+        flags |= np.where(~converged.astype(bool), int(Flags.NOT_CONVERGED), 0)
+        flags |= np.where(singular, int(Flags.COV_SINGULAR), 0)
+        fm = self.forward
+        label_cols = [i for i, n in enumerate(fm.param_names) if n in fm.label_names]
+        lo, hi = fm.lower[label_cols], fm.upper[label_cols]
+        tol = BOUND_TOLERANCE * (hi - lo)
+        on_bound = np.any((theta[:, label_cols] <= lo + tol) | (theta[:, label_cols] >= hi - tol), axis=1)
+        flags |= np.where(on_bound, int(Flags.AT_BOUND), 0)
+        if self._rv_index is not None:
+            rv = theta[:, self._rv_index]
+            limit = fm.upper[self._rv_index]
+            flags |= np.where(np.abs(rv) >= limit * (1 - 1e-4), int(Flags.RV_AT_LIMIT), 0)
+        chi2 = cost.astype(np.float64) * self.inflation**2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            red = chi2 / dof
+        flags |= np.where(red > HIGH_CHI2_LIMIT, int(Flags.HIGH_CHI2), 0)
+        few = n_pix < MIN_PIXELS_PER_PARAMETER * n_par
+        flags = np.where(few, int(Flags.FEW_PIXELS), flags)
+        theta[few] = np.nan
+        cov[few] = np.nan
+        chi2 = np.where(few, np.nan, chi2)
+        return BatchFit(theta, cov, chi2, n_pix.astype(np.int64), dof, n_iter.astype(np.int64), converged.astype(bool) & ~few, flags)
+
+
+def _invert_fisher(fisher: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Laplace covariance from Fisher matrices (B, n, n), computed in unit-scaled coordinates.
+
+    Singular or ill-conditioned matrices (reciprocal condition < :data:`SINGULAR_RCOND`) are
+    inverted on their well-determined subspace (eigenvalues clipped) and flagged, never NaN.
+    """
+    d = scale[None, :, None] * scale[None, None, :]
+    scaled = fisher * d
+    scaled = 0.5 * (scaled + np.swapaxes(scaled, 1, 2))
+    w, v = np.linalg.eigh(np.nan_to_num(scaled))
+    top = np.max(np.abs(w), axis=1, keepdims=True)
+    floor = np.maximum(top * SINGULAR_RCOND, np.finfo(np.float64).tiny)
+    singular = np.any(w < floor, axis=1) | ~np.all(np.isfinite(fisher), axis=(1, 2))
+    inv_w = 1.0 / np.maximum(w, floor)
+    cov_scaled = np.einsum("bij,bj,bkj->bik", v, inv_w, v)
+    return cov_scaled * d, singular
