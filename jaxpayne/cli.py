@@ -155,7 +155,99 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SUBCOMMANDS = [_add_train, _add_info, _add_convert]
+def _add_fit(sub):
+    p = sub.add_parser(
+        "fit",
+        help="fit spectra with a model; write a table of labels",
+        description="Fit SPECTRUM files (FITS tables/images, APOGEE apStar/apVisit, GALAH CCDs, npz) "
+        "and write one row per spectrum (labels, errors, covariance, chi2, flags) to --out.",
+    )
+    p.add_argument("spectra", nargs="+", metavar="SPECTRUM", help="spectrum files")
+    p.add_argument("--model", required=True, help="model file (.h5), or an npz network with --model-format")
+    p.add_argument("--out", required=True, help="output table: .fits, .ecsv or .parquet")
+    p.add_argument("--wavelength", help="wavelength grid for files that carry none (e.g. binspec npz spectra)")
+    p.add_argument("--rv", dest="rv", action="store_true", default=True, help="fit the radial velocity (default)")
+    p.add_argument("--no-rv", dest="rv", action="store_false", help="hold rv at 0 (rest-frame spectra)")
+    p.add_argument("--max-rv", type=float, default=300.0, help="rv search range +-km/s (default 300)")
+    p.add_argument("--vsini", action="store_true", help="fit rotational broadening vsini")
+    p.add_argument("--vmacro", action="store_true", help="fit macroturbulence vmacro")
+    p.add_argument("--resolution", type=float, help="instrumental resolving power R (default: none applied)")
+    p.add_argument("--continuum", default="filter", help="none | filter[:WIDTH_A] | cheb:N | cheb:N:free (default filter = 50 A)")
+    p.add_argument("--restarts", type=int, default=4, help="label starts per spectrum, best kept (default 4)")
+    p.add_argument("--batch", type=int, default=64, help="spectra per compiled batch (default 64)")
+    p.add_argument("--no-emulator-error", action="store_true", help="do not add the model's validation error to the noise")
+    p.add_argument("--inflate", type=float, default=1.0, help="factor on all uncertainties (default 1)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run: skip spectra already in --out")
+    p.add_argument("--model-format", choices=["jaxpayne", "payne", "binspec"], help="format of an npz --model")
+    p.add_argument("--model-labels", help="label names of an npz --model, comma-separated")
+    p.add_argument("--model-wavelength", help="wavelength grid of an npz --model")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_fit)
+
+
+def _cmd_fit(args) -> int:
+    from jaxpayne.fitting import fit_spectra
+    from jaxpayne.io import read_spectra
+    from jaxpayne.model import load_model
+
+    kwargs = {}
+    if args.model_labels or args.model_wavelength:
+        kwargs = dict(label_names=args.model_labels, wavelength=args.model_wavelength)
+    model = load_model(args.model, format=args.model_format, **kwargs)
+    spectra = read_spectra(args.spectra, on_error="skip", wavelength=args.wavelength)
+    for path, message in spectra.failures:
+        print(f"jaxpayne: warning: {message}", file=sys.stderr)
+    if not spectra and not spectra.failures:
+        raise CLIError("no spectra to fit")
+    table = fit_spectra(
+        model,
+        spectra,
+        out=args.out,
+        resume=args.resume,
+        batch_size=args.batch,
+        progress=not args.quiet,
+        failures=[(str(p), m) for p, m in spectra.failures],
+        rv=args.rv,
+        max_rv=args.max_rv,
+        vsini=args.vsini,
+        vmacro=args.vmacro,
+        resolution=args.resolution,
+        continuum=args.continuum,
+        restarts=args.restarts,
+        emulator_error=not args.no_emulator_error,
+        inflation=args.inflate,
+    )
+    n_bad = int(sum(1 for f in table["flags"] if f))
+    print(f"wrote {len(table)} rows to {args.out} ({n_bad} flagged; flag bits in the table header)")
+    return 0
+
+
+def _add_demo(sub):
+    p = sub.add_parser(
+        "demo",
+        help="the whole job on built-in mock spectra: train an emulator, fit mock observations",
+        description="Make a mock training grid, train an emulator, simulate observed spectra "
+        "(Doppler shift, R=22,500 LSF, noise), fit them, and compare with the truth. No downloads.",
+    )
+    p.add_argument("--out", default="jaxpayne-demo", help="folder for the model and the results (default ./jaxpayne-demo)")
+    p.add_argument("--n-train", type=int, default=800, help="training spectra (default 800)")
+    p.add_argument("--n-stars", type=int, default=24, help="mock observed stars to fit (default 24)")
+    p.add_argument("--epochs", type=int, default=1500, help="training epochs (default 1500)")
+    p.add_argument("--snr", type=float, default=100.0, help="signal-to-noise per pixel (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from jaxpayne.demo import run_demo
+
+    run_demo(Path(args.out), n_train=args.n_train, n_stars=args.n_stars, epochs=args.epochs, snr=args.snr,
+             seed=args.seed, progress=not args.quiet)
+    return 0
+
+
+_SUBCOMMANDS = [_add_demo, _add_train, _add_info, _add_convert, _add_fit]
 
 
 def main(argv: list[str] | None = None) -> int:

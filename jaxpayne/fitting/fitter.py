@@ -289,7 +289,7 @@ def _invert_fisher(fisher: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, n
     scaled = 0.5 * (scaled + np.swapaxes(scaled, 1, 2))
     w, v = np.linalg.eigh(np.nan_to_num(scaled))
     top = np.max(np.abs(w), axis=1, keepdims=True)
-    floor = np.maximum(top * SINGULAR_RCOND, np.finfo(np.float64).tiny)
+    floor = np.maximum(top * SINGULAR_RCOND, 1e-30)  # 1e-30: an all-zero Fisher matrix
     singular = np.any(w < floor, axis=1) | ~np.all(np.isfinite(fisher), axis=(1, 2))
     inv_w = 1.0 / np.maximum(w, floor)
     cov_scaled = np.einsum("bij,bj,bkj->bik", v, inv_w, v)

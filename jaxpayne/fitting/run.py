@@ -87,15 +87,15 @@ def fit_spectra(
             rows = _previous_rows(out_path, journal, names)
         elif out_path.exists() or journal.exists():
             raise FileExistsError(f"{out_path}: output exists; use --resume to continue it or remove it")
-    done = {(r["source"], r["id"]) for r in rows}
+    done = {_key(r["source"], r["id"]) for r in rows}
 
     pending = []
     new_rows = []
     for source, message in failures:
-        if (source, "") not in done:
+        if _key(source, "") not in done:
             new_rows.append(_failed_row(names, "", source, message))
     for spectrum in spectra:
-        if (spectrum.source, spectrum.id) in done:
+        if _key(spectrum.source, spectrum.id) in done:
             continue
         try:
             obs, extra = _observation(fitter, spectrum)
@@ -244,7 +244,7 @@ def _previous_rows(out_path: Path, journal: Path, names) -> list[dict]:
     rows: dict[tuple[str, str], dict] = {}
     if out_path.exists():
         for row in read_results(out_path):
-            rows[(row["source"], row["id"])] = row
+            rows[_key(row["source"], row["id"])] = row
     if journal.exists():
         with open(journal, encoding="utf-8") as fh:
             for line in fh:
@@ -252,7 +252,7 @@ def _previous_rows(out_path: Path, journal: Path, names) -> list[dict]:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut off by a kill
-                rows[(row["source"], row["id"])] = row
+                rows[_key(row["source"], row["id"])] = row
     cols = set(result_columns(names))
     for row in rows.values():
         if set(row) != cols:
@@ -261,6 +261,11 @@ def _previous_rows(out_path: Path, journal: Path, names) -> list[dict]:
                 "write to a new file"
             )
     return list(rows.values())
+
+
+def _key(source, id_) -> tuple[str, str]:
+    """Identity of a spectrum for resuming (empty/masked table cells read back as "")."""
+    return (str(source or ""), str(id_ or ""))
 
 
 def read_results(path: str | os.PathLike) -> list[dict]:
@@ -278,5 +283,7 @@ def read_results(path: str | os.PathLike) -> list[dict]:
         for c in table.colnames:
             v = r[c]
             row[c] = v.tolist() if hasattr(v, "tolist") else v
+            if c in ("id", "source", "message"):
+                row[c] = str(row[c] or "")
         rows.append(row)
     return rows
