@@ -37,28 +37,15 @@ APOGEE_VELOCITY_STEP = 4.14
 APOGEE_CHIPS = (2920, 2400, 1894)
 
 
-class BinspecNetwork:
-    """binspec's per-pixel APOGEE network as a duck-typed emulator."""
+def binspec_network(network_path, wavelength_path):
+    """The published binspec APOGEE network (El-Badry et al. 2018) through the Payne-format import.
 
-    medium = "vacuum"
-    emulator_error = None
-    label_names = ("teff", "logg", "feh", "mgfe", "vmacro_label")
+    Its macroturbulence label is renamed so it does not collide with the forward model's ``vmacro``.
+    """
+    import jaxpayne
 
-    def __init__(self, network_path, wavelength_path):
-        with np.load(network_path) as data:
-            self.params = {k: data[k] for k in data.files}
-        with np.load(wavelength_path) as data:
-            self.wavelength = np.asarray(data["wavelength"], dtype=np.float64)
-        self.bounds = (self.params["x_min"], self.params["x_max"])
-
-    def predict(self, labels):
-        import jax
-        import jax.numpy as jnp
-
-        p = {k: jnp.asarray(v, labels.dtype) for k, v in self.params.items()}
-        s = (labels - p["x_min"]) / (p["x_max"] - p["x_min"]) - 0.5
-        hidden = jax.nn.sigmoid(jnp.einsum("pij,j->pi", p["w_array_0"], s) + p["b_array_0"])
-        return jnp.einsum("pi,pi->p", p["w_array_1"], hidden) + p["b_array_1"]
+    return jaxpayne.load_model(network_path, format="binspec", wavelength=wavelength_path,
+                               label_names=("teff", "logg", "feh", "mgfe", "vmacro_label"))
 
 
 class CubicCannon:
@@ -127,7 +114,7 @@ def apogee_case(quick: bool):
         name = f"synthetic stand-in, {flux.size} px"
         labels = {"teff": 5500.0, "logg": 4.4, "feh": 0.0}
     else:
-        emulator = BinspecNetwork(network, _data("binspec_apogee", "apogee_wavelength.npz"))
+        emulator = binspec_network(network, _data("binspec_apogee", "apogee_wavelength.npz"))
         with np.load(spectrum) as data:
             flux, error = data["spectrum"], data["spec_err"]
         chip = np.repeat(np.arange(3), APOGEE_CHIPS)

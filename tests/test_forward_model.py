@@ -373,30 +373,19 @@ def test_make_observation_sanitizes_and_pads():
     assert float(batch.wavelength[1, 2]) == 5000.0
 
 
-class _BinspecNetwork:
-    """The published binspec APOGEE network (El-Badry et al. 2018), evaluated as documented."""
+def _binspec_network(network_path, wavelength_path):
+    """The published binspec APOGEE network (El-Badry et al. 2018) through the Payne-format import.
 
-    medium = "vacuum"
-    emulator_error = None
-    label_names = ("teff", "logg", "feh", "mgfe", "vmacro_label")
+    Its macroturbulence label is renamed so it does not collide with the forward model's ``vmacro``.
+    """
+    import jaxpayne
 
-    def __init__(self, network_path, wavelength_path):
-        with np.load(network_path) as data:
-            self.params = {k: data[k] for k in data.files}
-        with np.load(wavelength_path) as data:
-            self.wavelength = np.asarray(data["wavelength"], dtype=np.float64)
-        self.bounds = (self.params["x_min"], self.params["x_max"])
-
-    def predict(self, labels):
-        dtype = labels.dtype
-        p = {k: jnp.asarray(v, dtype) for k, v in self.params.items()}
-        s = (labels - p["x_min"]) / (p["x_max"] - p["x_min"]) - 0.5
-        hidden = jax.nn.sigmoid(jnp.einsum("pij,j->pi", p["w_array_0"], s) + p["b_array_0"])
-        return jnp.einsum("pi,pi->p", p["w_array_1"], hidden) + p["b_array_1"]
+    return jaxpayne.load_model(network_path, format="binspec", wavelength=wavelength_path,
+                               label_names=("teff", "logg", "feh", "mgfe", "vmacro_label"))
 
 
 def test_binspec_apogee_network(x64, need_data):
-    network = _BinspecNetwork(
+    network = _binspec_network(
         need_data("binspec_apogee", "NN_normalized_spectra.npz"),
         need_data("binspec_apogee", "apogee_wavelength.npz"),
     )
