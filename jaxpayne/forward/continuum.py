@@ -121,14 +121,15 @@ def smooth_continuum(
         grid = grid.at[segment, cell].add(x * (1.0 - t))
         return grid.at[segment, cell + 1].add(x * t)
 
-    stacked = jnp.concatenate([deposit(value), deposit(weight)], axis=0)[:, None, :]
-    smoothed = jax.lax.conv_general_dilated(
-        stacked,
-        jnp.asarray(kernel, dtype)[None, None, :],
-        window_strides=(1,),
-        padding=[(taps, taps)],
-        precision=jax.lax.Precision.HIGHEST,
-    )[:, 0, :]
+    stacked = jnp.concatenate([deposit(value), deposit(weight)], axis=0)
+    # Linear convolution with the centred kernel by FFT (XLA's CPU convolution is ~20x slower
+    # for these shapes): zero padding of at least `taps` bins keeps wrap-around out.
+    n_fft = 1 << int(math.ceil(math.log2(n_bins + 2 * taps + 1)))
+    wrapped = np.zeros(n_fft)
+    wrapped[np.arange(-taps, taps + 1) % n_fft] = kernel
+    kernel_ft = jnp.asarray(np.fft.rfft(wrapped), jnp.result_type(dtype, jnp.complex64))
+    smoothed = jnp.fft.irfft(jnp.fft.rfft(stacked, n=n_fft, axis=-1) * kernel_ft, n=n_fft, axis=-1)[:, :n_bins]
+    smoothed = smoothed.astype(dtype)
     numerator, denominator = smoothed[:n_segments], smoothed[n_segments:]
 
     def back(grid):
