@@ -22,6 +22,8 @@ SINGULAR_RCOND = 1e-10
 BOUND_TOLERANCE = 1e-3
 #: Levenberg–Marquardt iterations spent on each start before the best one is refined.
 EXPLORE_ITERATIONS = 4
+#: Iterations of the batched first pass; unconverged spectra continue in a smaller batch.
+FIRST_PASS_ITERATIONS = 8
 #: Minimum number of usable pixels per free parameter for a fit to be attempted.
 MIN_PIXELS_PER_PARAMETER = 3
 
@@ -177,6 +179,7 @@ class Fitter:
             n_segments * (cont.degree + 1) if cont.kind == "cheb" and not cont.free else 0
         )
         self._fit_batch = jax.jit(jax.vmap(self._fit_one))
+        self._refine_batch = jax.jit(jax.vmap(self._refine_one))
 
     # --------------------------------------------------------------------------- starts
     def _make_starts(self, restarts: int, seed: int) -> np.ndarray:
@@ -199,17 +202,27 @@ class Fitter:
         return u * self._scale + self._offset
 
     # --------------------------------------------------------------------------- one spectrum
-    def _fit_one(self, obs):
-        import jax
+    def _problem(self, obs):
+        """Residuals of one spectrum in working coordinates, and the box there."""
         import jax.numpy as jnp
 
-        fm = self.forward
         dtype = obs.flux.dtype
         offset = jnp.asarray(self._offset, dtype)
         scale = jnp.asarray(self._scale, dtype)
 
         def residuals_u(u):
-            return fm._residuals_impl(u * scale + offset, obs, self.emulator_error, self.inflation)
+            return self.forward._residuals_impl(u * scale + offset, obs, self.emulator_error, self.inflation)
+
+        return residuals_u, jnp.asarray(self._u_lower, dtype), jnp.asarray(self._u_upper, dtype)
+
+    def _fit_one(self, obs):
+        import jax
+        import jax.numpy as jnp
+
+        dtype = obs.flux.dtype
+        offset = jnp.asarray(self._offset, dtype)
+        scale = jnp.asarray(self._scale, dtype)
+        residuals_u, lower, upper = self._problem(obs)
 
         starts = jnp.asarray(self._starts, dtype)
         if self._rv_index is not None:
@@ -219,8 +232,6 @@ class Fitter:
             costs = jax.vmap(lambda u: jnp.sum(residuals_u(u) ** 2))(probes)
             best_rv = u_rv[jnp.argmin(jnp.where(jnp.isfinite(costs), costs, jnp.inf))]
             starts = starts.at[:, self._rv_index].set(best_rv)
-        lower = jnp.asarray(self._u_lower, dtype)
-        upper = jnp.asarray(self._u_upper, dtype)
         if starts.shape[0] > 1:
             # explore: a few iterations from every start; then refine only the best to convergence
             explore = self.lm_options._replace(max_iter=EXPLORE_ITERATIONS)
@@ -229,15 +240,53 @@ class Fitter:
             u_start, n_explore = runs.x[best], jnp.sum(runs.n_iter)
         else:
             u_start, n_explore = starts[0], 0
-        final = levenberg_marquardt(residuals_u, u_start, lower, upper, self.lm_options)
+        first = self.lm_options._replace(max_iter=min(FIRST_PASS_ITERATIONS, self.lm_options.max_iter))
+        final = levenberg_marquardt(residuals_u, u_start, lower, upper, first)
+        return self._finish(obs, final, n_explore)
+
+    def _refine_one(self, obs, u_start):
+        """Continue Levenberg–Marquardt from ``u_start`` (a straggler of the first pass)."""
+        residuals_u, lower, upper = self._problem(obs)
+        remaining = self.lm_options._replace(max_iter=max(1, self.lm_options.max_iter - FIRST_PASS_ITERATIONS))
+        final = levenberg_marquardt(residuals_u, u_start.astype(obs.flux.dtype), lower, upper, remaining)
+        return self._finish(obs, final, 0)
+
+    def _finish(self, obs, final, n_explore):
+        import jax
+        import jax.numpy as jnp
+
+        fm = self.forward
+        dtype = obs.flux.dtype
         u = final.x
-        theta = u * scale + offset
+        theta = u * jnp.asarray(self._scale, dtype) + jnp.asarray(self._offset, dtype)
         jac = jax.jacfwd(lambda t: fm._residuals_impl(t, obs, self.emulator_error, self.inflation))(theta)
         fisher = jac.T @ jac
         n_pixels = jnp.sum(obs.ivar > 0)
         return theta, fisher, final.cost, n_pixels, final.n_iter + n_explore, final.converged
 
     # --------------------------------------------------------------------------- batches
+    def _refine_stragglers(self, observations, theta, fisher, cost, n_iter, converged):
+        """Continue the spectra the first pass left unconverged, in a smaller batch (in place).
+
+        Under ``vmap`` a while-loop runs until its slowest member stops, so a batch costs as much as
+        its worst spectrum. The first pass therefore stops at :data:`FIRST_PASS_ITERATIONS`; the few
+        stragglers are gathered into a batch padded to a power of two (few compiled shapes).
+        """
+        import jax
+
+        todo = np.flatnonzero(~converged.astype(bool))
+        if todo.size == 0:
+            return
+        size = 1 << int(np.ceil(np.log2(todo.size)))
+        pick = np.concatenate([todo, np.full(size - todo.size, todo[0])])
+        sub = jax.tree_util.tree_map(lambda a: a[pick], observations)
+        u0 = (theta[pick] - self._offset) / self._scale
+        out = [np.asarray(a) for a in self._refine_batch(sub, u0)]
+        k = todo.size
+        theta[todo], fisher[todo], cost[todo] = out[0][:k], out[1][:k], out[2][:k]
+        n_iter[todo] += out[4][:k]
+        converged[todo] = out[5][:k]
+
     def fit(self, observations) -> BatchFit:
         """Fit a batch of observations (an :class:`~jaxpayne.forward.Observation` with a leading
         batch axis, e.g. from :func:`~jaxpayne.forward.pad_observations`).
@@ -248,7 +297,8 @@ class Fitter:
         Returns:
             A :class:`BatchFit` of numpy arrays.
         """
-        theta, fisher, cost, n_pix, n_iter, converged = (np.asarray(a) for a in self._fit_batch(observations))
+        theta, fisher, cost, n_pix, n_iter, converged = (np.array(a) for a in self._fit_batch(observations))
+        self._refine_stragglers(observations, theta, fisher, cost, n_iter, converged)
         theta = theta.astype(np.float64)
         n_par = theta.shape[1]
         cov, singular = _invert_fisher(fisher.astype(np.float64), self._scale)
