@@ -27,3 +27,12 @@ def test_bench_fit_smoke(need_data, monkeypatch, capsys):
     run_script("bench_fit.py", ["--n", "2", "--baseline-n", "1", "--batches", "2", "--restarts", "1"], monkeypatch)
     out = capsys.readouterr().out
     assert "baseline curve_fit" in out and "speed-up" in out
+
+
+def test_fit_real_apogee_script_makes_residual_plots(need_data, monkeypatch, capsys, tmp_path):
+    need_data("binspec_apogee")
+    run_script("fit_real_apogee.py", ["--out", str(tmp_path), "--restarts", "1"], monkeypatch)
+    out = capsys.readouterr().out
+    assert "chi2_red" in out
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) == 4 and all(p.stat().st_size > 10_000 for p in pngs)

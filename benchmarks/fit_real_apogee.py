@@ -1,0 +1,56 @@
+"""Fit the real APOGEE spectra of ``binspec_apogee`` with the published binspec network.
+
+Prints the labels, errors, reduced χ² and flags of each spectrum and writes a residual plot per
+spectrum into ``--out`` (PNG).
+
+    python benchmarks/fit_real_apogee.py --out /tmp/apogee_fits
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder for the residual plots")
+    parser.add_argument("--restarts", type=int, default=4)
+    args = parser.parse_args()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    import jaxpayne
+    from jaxpayne.datasets import data_file
+    from jaxpayne.fitting import Fitter, fit_spectra
+    from jaxpayne.fitting.run import _observation
+    from jaxpayne.io import read_spectrum
+    from jaxpayne.plotting import plot_fit
+
+    wave = data_file("binspec_apogee", "apogee_wavelength.npz")
+    model = jaxpayne.load_model(data_file("binspec_apogee", "NN_normalized_spectra.npz"), format="binspec",
+                                label_names="teff,logg,feh,mg_fe,vmacro", wavelength=wave)
+    spectra = read_spectrum(data_file("binspec_apogee", "spectrum_combined_2M13012770+5754582.npz"), wavelength=wave)
+    spectra += read_spectrum(data_file("binspec_apogee", "spectra_visit_2M06133561+2433362.npz"), wavelength=wave)
+    fitter = Fitter(model, rv=True, max_rv=100.0, continuum="filter", restarts=args.restarts, n_segments=3)
+    table = fit_spectra(model, spectra, fitter=fitter, progress=False)
+    names = table.meta["PARAMS"].split(",")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for spectrum, row in zip(spectra, table):
+        text = "  ".join(f"{n}={row[n]:.3f}±{row[n + '_err']:.3f}" for n in names)
+        print(f"{row['id']}: {text}  chi2_red={row['chi2_red']:.2f}  n_pix={row['n_pixels']}  flags={row['flags']} "
+              f"({row['message']})")
+        obs, _ = _observation(fitter, spectrum)
+        theta = np.array([row[n] for n in names])
+        fig = plot_fit(fitter, theta, obs, title=f"{row['id']}: {text}, χ²/dof={row['chi2_red']:.2f}")
+        path = out / f"{row['id']}.png"
+        fig.savefig(path, dpi=110)
+        print(f"  residual plot -> {path}")
+
+
+if __name__ == "__main__":
+    main()
