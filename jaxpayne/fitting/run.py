@@ -222,7 +222,8 @@ def _table(rows, names, fitter):
     if not rows:
         data["covariance"] = np.zeros((0, n, n))
     else:
-        data["covariance"] = np.asarray(data["covariance"], dtype=np.float64).reshape(len(rows), n, n)
+        # rows read back from some formats carry the matrix flattened
+        data["covariance"] = np.stack([np.asarray(c, dtype=np.float64).reshape(n, n) for c in data["covariance"]])
     table = Table(data, names=cols)
     for c in cols:
         if c in ("id", "source", "message"):
@@ -273,6 +274,18 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     from astropy.table import Table
 
     path = Path(path)
+    if _FORMATS.get(path.suffix.lower()) == "parquet":
+        # pyarrow directly: astropy's parquet reader leaves threads that abort the interpreter at exit
+        try:
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(path).to_pylist()
+        except Exception as err:  # pyarrow raises many types for unreadable files
+            raise ValueError(f"{path}: cannot read existing results ({type(err).__name__}: {err})") from None
+        for row in rows:
+            for c in ("id", "source", "message"):
+                row[c] = str(row.get(c) or "")
+        return rows
     try:
         table = Table.read(path, format=_FORMATS.get(path.suffix.lower()))
     except Exception as err:  # astropy raises many types for unreadable files
