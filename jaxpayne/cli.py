@@ -181,6 +181,8 @@ def _add_fit(sub):
     p.add_argument("--model-format", choices=["jaxpayne", "payne", "binspec"], help="format of an npz --model")
     p.add_argument("--model-labels", help="label names of an npz --model, comma-separated")
     p.add_argument("--model-wavelength", help="wavelength grid of an npz --model")
+    p.add_argument("--model-units", help="label units of an npz --model, comma-separated")
+    p.add_argument("--model-air", action="store_true", help="an npz --model's wavelengths are in air (default vacuum)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fit)
 
@@ -191,8 +193,9 @@ def _cmd_fit(args) -> int:
     from jaxpayne.model import load_model
 
     kwargs = {}
-    if args.model_labels or args.model_wavelength:
-        kwargs = dict(label_names=args.model_labels, wavelength=args.model_wavelength)
+    if args.model_labels or args.model_wavelength or args.model_format in ("payne", "binspec"):
+        kwargs = dict(label_names=args.model_labels, wavelength=args.model_wavelength, units=args.model_units,
+                      medium="air" if args.model_air else "vacuum")
     model = load_model(args.model, format=args.model_format, **kwargs)
     spectra = read_spectra(args.spectra, on_error="skip", wavelength=args.wavelength)
     for path, message in spectra.failures:
@@ -267,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
             message = f"{err.filename}: {err.strerror}"
         print(f"jaxpayne: error: {message.splitlines()[0] if message else type(err).__name__}", file=sys.stderr)
         return 2
+    except Exception as err:  # anything unforeseen: still one line (JAXPAYNE_DEBUG=1 for the traceback)
+        if os.environ.get("JAXPAYNE_DEBUG"):
+            raise
+        text = str(err).splitlines()[0] if str(err) else ""
+        print(f"jaxpayne: error: internal error {type(err).__name__}: {text} (set JAXPAYNE_DEBUG=1 for details)",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -124,9 +124,10 @@ def run_demo(out: Path, *, n_train: int = 800, n_stars: int = 24, epochs: int = 
         stale.unlink(missing_ok=True)
     table = fit_spectra(model, spectra, out=table_path, rv=True, max_rv=DEMO_MAX_RV, resolution=DEMO_RESOLUTION,
                         continuum="filter", restarts=4, batch_size=n_stars, progress=progress)
+    order = [int(i[len("star"):]) for i in table["id"]]  # join the truth on the id
     for j, name in enumerate(names):
-        table[f"{name}_true"] = truth[:, j]
-    table["rv_true"] = rv
+        table[f"{name}_true"] = truth[order, j]
+    table["rv_true"] = rv[order]
     print(f"\n{'label':<8s}{'median(fit-true)':>18s}{'scatter':>10s}{'median err':>12s}{'pull std':>10s}")
     for name in names + ("rv",):
         diff = np.asarray(table[name]) - np.asarray(table[f"{name}_true"])

@@ -160,6 +160,10 @@ def train_emulator(
         raise ValueError(f"loss must be 'l1' or 'l2', got {config.loss!r}")
     if config.epochs < 1:
         raise ValueError("epochs must be >= 1")
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+    if config.patience is not None and config.patience < 1:
+        raise ValueError(f"patience must be >= 1 (or None for no early stopping), got {config.patience}")
     full = training_set
     if validation is None:
         train, val = training_set.split(config.val_fraction, seed=config.seed)

@@ -176,3 +176,44 @@ def test_real_apogee_with_binspec(need_data):
     assert row["chi2_red"] < 6
     assert row["n_pixels"] > 6500
     assert not row["flags"] & (Flags.NOT_CONVERGED | Flags.FEW_PIXELS | Flags.COV_SINGULAR)
+
+
+def test_lm_nan_cost_is_not_converged():
+    import jax.numpy as jnp
+
+    res = levenberg_marquardt(lambda x: jnp.nan * x, jnp.array([0.5, 0.5]), jnp.zeros(2), jnp.ones(2))
+    assert not bool(res.converged)
+
+
+def test_degenerate_label_flagged_singular_in_float32():
+    """A label the spectrum ignores: JᵀJ is formed in float64, so the singular direction is seen."""
+    from jaxpayne.fitting.fitter import _invert_fisher
+
+    rng = np.random.default_rng(0)
+    jac = rng.normal(size=(8000, 4)).astype(np.float32)
+    jac[:, 3] = 0.0
+    fisher = np.einsum("pi,pj->ij", jac.astype(np.float64), jac.astype(np.float64))[None]
+    _, singular = _invert_fisher(fisher, np.ones(4))
+    assert singular[0]
+
+
+def test_resume_keeps_duplicate_ids_and_journal_only_rows(emulator, tmp_path):
+    spectra, _, _ = simulate(emulator, 2, seed=6)
+    twins = [spectra[0], spectra[0], spectra[1]]  # same source and id twice
+    out = tmp_path / "res.ecsv"
+    opts = dict(rv=True, max_rv=100.0, continuum="none", restarts=1, progress=False, emulator_error=False, batch_size=2)
+    first = fit_spectra(emulator, twins, out=out, **opts)
+    assert sorted(first["id"]) == ["s0", "s0#2", "s1"]
+    again = fit_spectra(emulator, twins, out=out, resume=True, **opts)
+    assert len(again) == 3
+    # rows that reached only the journal (killed before the table was rewritten) survive a resume
+    import json
+
+    from jaxpayne.fitting.run import read_results
+
+    rows = read_results(out)
+    out.unlink()
+    journal = tmp_path / "res.ecsv.journal.jsonl"
+    journal.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = fit_spectra(emulator, twins, out=out, resume=True, **opts)
+    assert len(done) == 3 and len(read_results(out)) == 3 and not journal.exists()

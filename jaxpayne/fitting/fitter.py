@@ -174,10 +174,6 @@ class Fitter:
         self._starts = self._make_starts(restarts, seed)
         n_rv = int(np.floor(max_rv / rv_step))
         self._rv_grid = np.arange(-n_rv, n_rv + 1) * float(rv_step)
-        cont = fm.continuum
-        self._marginal_terms = (
-            n_segments * (cont.degree + 1) if cont.kind == "cheb" and not cont.free else 0
-        )
         self._fit_batch = jax.jit(jax.vmap(self._fit_one))
         self._refine_batch = jax.jit(jax.vmap(self._refine_one))
 
@@ -260,12 +256,24 @@ class Fitter:
         u = final.x
         theta = u * jnp.asarray(self._scale, dtype) + jnp.asarray(self._offset, dtype)
         jac = jax.jacfwd(lambda t: fm._residuals_impl(t, obs, self.emulator_error, self.inflation))(theta)
-        fisher = jac.T @ jac
-        n_pixels = jnp.sum(obs.ivar > 0)
-        return theta, fisher, final.cost, n_pixels, final.n_iter + n_explore, final.converged
+        valid = fm._normalize(theta, obs, self.emulator_error, self.inflation)[3]
+        n_pixels = jnp.sum(valid)
+        cont = fm.continuum
+        if cont.kind == "cheb" and not cont.free:
+            # marginalised continuum terms: columns of the design matrix that touch a used pixel
+            from jaxpayne.forward import chebyshev_design
+
+            design = chebyshev_design(obs.wavelength, obs.segment, obs.ivar, n_segments=fm.n_segments,
+                                      degree=cont.degree)
+            n_marginal = jnp.sum(jnp.any((design != 0) & valid[:, None], axis=0))
+        else:
+            n_marginal = jnp.zeros((), jnp.int32)
+        # the Jacobian goes back whole: JᵀJ is formed in float64 on the host (float32 rounding in
+        # the product would hide singular directions)
+        return theta, jac, final.cost, n_pixels, n_marginal, final.n_iter + n_explore, final.converged
 
     # --------------------------------------------------------------------------- batches
-    def _refine_stragglers(self, observations, theta, fisher, cost, n_iter, converged):
+    def _refine_stragglers(self, observations, theta, jac, cost, n_pix, n_marginal, n_iter, converged):
         """Continue the spectra the first pass left unconverged, in a smaller batch (in place).
 
         Under ``vmap`` a while-loop runs until its slowest member stops, so a batch costs as much as
@@ -283,9 +291,10 @@ class Fitter:
         u0 = (theta[pick] - self._offset) / self._scale
         out = [np.asarray(a) for a in self._refine_batch(sub, u0)]
         k = todo.size
-        theta[todo], fisher[todo], cost[todo] = out[0][:k], out[1][:k], out[2][:k]
-        n_iter[todo] += out[4][:k]
-        converged[todo] = out[5][:k]
+        theta[todo], jac[todo], cost[todo] = out[0][:k], out[1][:k], out[2][:k]
+        n_pix[todo], n_marginal[todo] = out[3][:k], out[4][:k]
+        n_iter[todo] += out[5][:k]
+        converged[todo] = out[6][:k]
 
     def fit(self, observations) -> BatchFit:
         """Fit a batch of observations (an :class:`~jaxpayne.forward.Observation` with a leading
@@ -297,14 +306,20 @@ class Fitter:
         Returns:
             A :class:`BatchFit` of numpy arrays.
         """
-        theta, fisher, cost, n_pix, n_iter, converged = (np.array(a) for a in self._fit_batch(observations))
-        self._refine_stragglers(observations, theta, fisher, cost, n_iter, converged)
+        out = [np.array(a) for a in self._fit_batch(observations)]
+        self._refine_stragglers(observations, *out)
+        theta, jac, cost, n_pix, n_marginal, n_iter, converged = out
         theta = theta.astype(np.float64)
         n_par = theta.shape[1]
-        cov, singular = _invert_fisher(fisher.astype(np.float64), self._scale)
-        dof = n_pix.astype(np.int64) - n_par - self._marginal_terms
+        jac = jac.astype(np.float64)
+        fisher = np.einsum("bpi,bpj->bij", jac, jac)
+        cov, singular = _invert_fisher(fisher, self._scale)
+        dof = n_pix.astype(np.int64) - n_par - n_marginal.astype(np.int64)
+        finite = np.isfinite(cost) & np.all(np.isfinite(theta), axis=1)
+        converged = converged.astype(bool) & finite
         flags = np.zeros(theta.shape[0], np.int64)
-        flags |= np.where(~converged.astype(bool), int(Flags.NOT_CONVERGED), 0)
+        flags |= np.where(~converged, int(Flags.NOT_CONVERGED), 0)
+        flags |= np.where(~finite, int(Flags.FAILED), 0)
         flags |= np.where(singular, int(Flags.COV_SINGULAR), 0)
         fm = self.forward
         label_cols = [i for i, n in enumerate(fm.param_names) if n in fm.label_names]
@@ -318,7 +333,7 @@ class Fitter:
             flags |= np.where(np.abs(rv) >= limit * (1 - 1e-4), int(Flags.RV_AT_LIMIT), 0)
         chi2 = cost.astype(np.float64) * self.inflation**2
         with np.errstate(divide="ignore", invalid="ignore"):
-            red = chi2 / dof
+            red = np.where(dof > 0, chi2 / np.maximum(dof, 1), np.nan)
         flags |= np.where(red > HIGH_CHI2_LIMIT, int(Flags.HIGH_CHI2), 0)
         few = n_pix < MIN_PIXELS_PER_PARAMETER * n_par
         flags = np.where(few, int(Flags.FEW_PIXELS), flags)

@@ -101,8 +101,9 @@ def levenberg_marquardt(
     def body(state):
         r, jvp_cols = jax.linearize(residual_fn, state.x)
         jac = jax.vmap(jvp_cols, out_axes=1)(eye)  # (m, n)
-        grad = jac.T @ r
-        hess = jac.T @ jac
+        # full float32 products also on GPUs, whose default TF32 matmuls lose ~1e-3 relative
+        grad = jnp.matmul(jac.T, r, precision=jax.lax.Precision.HIGHEST)
+        hess = jnp.matmul(jac.T, jac, precision=jax.lax.Precision.HIGHEST)
         diag = jnp.diag(hess) + jnp.finfo(dtype).eps * jnp.max(jnp.diag(hess)) + 1e-12
         # projected gradient: components pushing against an active bound do not count
         at_lower = (state.x <= lower) & (grad > 0)
@@ -132,8 +133,9 @@ def levenberg_marquardt(
         cost = jnp.where(accept, cost_new, state.cost)
         damping = jnp.where(accept, state.damping * options.damping_down, state.damping * options.damping_up)
         # a step rejected at enormous damping means we sit at a (possibly bounded) minimum
-        stuck = (~accept) & (damping > 1e12)
-        return _State(x, cost, damping, state.n_iter + 1, converged | stuck, converged | stuck)
+        stuck = (~accept) & (damping > 1e12) & jnp.isfinite(state.cost)
+        broken = ~jnp.isfinite(state.cost)  # NaN/inf at the start: give up, not "converged"
+        return _State(x, cost, damping, state.n_iter + 1, converged | stuck, converged | stuck | broken)
 
     init = _State(
         x0,

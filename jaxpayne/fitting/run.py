@@ -72,7 +72,7 @@ def fit_spectra(
     """
     from tqdm.auto import tqdm
 
-    spectra = list(spectra)
+    spectra = _unique_ids(list(spectra))
     if fitter is None:
         n_seg = max([s.n_segments for s in spectra] + [1])
         fitter = Fitter(model, n_segments=n_seg, **fitter_options)
@@ -121,9 +121,26 @@ def fit_spectra(
             bar.update(len(chunk))
             bar.set_postfix(spectra_per_s=f"{bar.n / (time.perf_counter() - t0):.2f}")
     bar.close()
-    if journal is not None and journal.exists():
-        journal.unlink()
+    if out_path is not None:
+        # the table on disk must hold every row (also those only in the journal) before the
+        # journal goes
+        _write_table(_table(rows, names, fitter), out_path)
+        if journal.exists():
+            journal.unlink()
     return _table(rows, names, fitter)
+
+
+def _unique_ids(spectra: list) -> list:
+    """Give repeated (source, id) pairs a ``#k`` suffix so every row can be found on resume."""
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for spectrum in spectra:
+        key = _key(spectrum.source, spectrum.id)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] > 1:
+            spectrum = spectrum.replace(id=f"{spectrum.id}#{seen[key]}")
+        out.append(spectrum)
+    return out
 
 
 def _observation(fitter: Fitter, spectrum):
@@ -195,6 +212,12 @@ def _commit(new_rows, rows, journal, out_path, names, fitter) -> None:
     rows.extend(new_rows)
     if out_path is None:
         return
+    with open(journal, "a+b") as fh:  # a line cut off by a kill must not swallow the next row
+        fh.seek(0, os.SEEK_END)
+        if fh.tell():
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
     with open(journal, "a", encoding="utf-8") as fh:
         for row in new_rows:
             fh.write(json.dumps(row, allow_nan=True) + "\n")
