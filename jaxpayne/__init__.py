@@ -29,6 +29,14 @@ _LAZY = {
     "TrainingResult": "jaxpayne.training",
     "train_emulator": "jaxpayne.training",
     "export_payne": "jaxpayne.payne_format",
+    "ForwardModel": "jaxpayne.forward",
+    "Observation": "jaxpayne.forward",
+    "Fitter": "jaxpayne.fitting",
+    "Flags": "jaxpayne.fitting",
+    "fit_spectra": "jaxpayne.fitting",
+    "Spectrum": "jaxpayne.io",
+    "read_spectrum": "jaxpayne.io",
+    "read_spectra": "jaxpayne.io",
     "data_dir": "jaxpayne.datasets",
     "data_file": "jaxpayne.datasets",
 }
@@ -37,6 +45,9 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from jaxpayne.datasets import data_dir, data_file
+    from jaxpayne.fitting import Fitter, Flags, fit_spectra
+    from jaxpayne.forward import ForwardModel, Observation
+    from jaxpayne.io import Spectrum, read_spectra, read_spectrum
     from jaxpayne.grids import GridFormatError, TrainingSet, read_training_set
     from jaxpayne.labels import LabelSpec
     from jaxpayne.model import Model, ModelFileError, load_model

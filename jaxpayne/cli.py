@@ -98,7 +98,7 @@ def _add_info(sub):
 
 
 def _add_import_options(p, required: bool):
-    p.add_argument("--format", choices=["jaxpayne", "payne", "binspec"], default=None if not required else None, required=required,
+    p.add_argument("--format", choices=["jaxpayne", "payne", "binspec"], required=required,
                    help="model format (payne: The Payne's MLP npz; binspec: per-pixel networks)")
     p.add_argument("--labels", required=required, help="label names of an npz network, comma-separated, in input order")
     p.add_argument("--wavelength", required=required, help="wavelength grid of an npz network (.npy/.npz/.txt/.fits)")

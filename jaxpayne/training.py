@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np

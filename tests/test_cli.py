@@ -83,3 +83,13 @@ def test_demo_tiny(tmp_path, capsys):
     assert code == 0, err
     assert "pull std" in out and (tmp_path / "demo" / "model.h5").exists()
     assert (tmp_path / "demo" / "results.ecsv").exists()
+
+
+def test_public_api_is_lazy_and_complete():
+    import subprocess
+    import sys
+
+    code = ("import sys, jaxpayne; assert 'jax' not in sys.modules, 'jax imported eagerly'; "
+            "[getattr(jaxpayne, n) for n in jaxpayne.__all__]; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
