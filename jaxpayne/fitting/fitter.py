@@ -224,8 +224,15 @@ class Fitter:
         if self._rv_index is not None:
             grid = jnp.asarray(self._rv_grid, dtype)
             u_rv = (grid - offset[self._rv_index]) / scale[self._rv_index]
-            probes = jnp.repeat(starts[:1], grid.shape[0], axis=0).at[:, self._rv_index].set(u_rv)
-            costs = jax.vmap(lambda u: jnp.sum(residuals_u(u) ** 2))(probes)
+            base, k = starts[0], self._rv_index
+
+            def scan_cost(u_k):
+                # only rv is batched: built from slices of the unbatched start, the labels (and so
+                # the emulator and broadening) are evaluated once for the whole velocity grid
+                u = jnp.concatenate([base[:k], u_k[None], base[k + 1 :]])
+                return jnp.sum(residuals_u(u) ** 2)
+
+            costs = jax.vmap(scan_cost)(u_rv)
             best_rv = u_rv[jnp.argmin(jnp.where(jnp.isfinite(costs), costs, jnp.inf))]
             starts = starts.at[:, self._rv_index].set(best_rv)
         if starts.shape[0] > 1:
