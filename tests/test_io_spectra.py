@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxpayne.io import (
+    APOGEE_BAD_PIXMASK_BITS,
     APOGEE_PIXMASK,
     FORMATS,
     Spectrum,
@@ -265,22 +266,8 @@ class TestApStar:
         path = need_data("apogee_dr17", APSTAR_MULTI)
         (default,) = read_spectrum(path)
         (none,) = read_spectrum(path, pixmask_bits=0)
-        (strict,) = read_spectrum(
-            path,
-            pixmask_bits=[
-                "BADPIX",
-                "CRPIX",
-                "SATPIX",
-                "UNFIXABLE",
-                "BADDARK",
-                "BADFLAT",
-                "BADERR",
-                "NOSKY",
-                "NOT_ENOUGH_PSF",
-                "PERSIST_HIGH",
-                "SIG_SKYLINE",
-            ],
-        )
+        strict_bits = list(APOGEE_BAD_PIXMASK_BITS) + ["PERSIST_HIGH", "SIG_SKYLINE"]
+        (strict,) = read_spectrum(path, pixmask_bits=strict_bits)
         assert none.meta["n_flagged"] == 0 < default.meta["n_flagged"] < strict.meta["n_flagged"]
         assert apogee_pixmask_value(["BADPIX", "NOSKY"]) == 1 | 1 << 7 == apogee_pixmask_value([0, 7])
         with pytest.raises(ValueError, match="unknown APOGEE_PIXMASK bit"):
