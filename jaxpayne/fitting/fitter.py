@@ -173,7 +173,10 @@ class Fitter:
         self._rv_index = fm.param_names.index("rv") if "rv" in fm.param_names else None
         self._starts = self._make_starts(restarts, seed)
         n_rv = int(np.floor(max_rv / rv_step))
-        self._rv_grid = np.arange(-n_rv, n_rv + 1) * float(rv_step)
+        rv_grid = np.arange(-n_rv, n_rv + 1) * float(rv_step)
+        # the pre-search grid in working coordinates (unused when rv is fixed)
+        k = self._rv_index if self._rv_index is not None else 0
+        self._u_rv_grid = (rv_grid - self._offset[k]) / self._scale[k]
         self._fit_batch = jax.jit(jax.vmap(self._fit_one))
         self._refine_batch = jax.jit(jax.vmap(self._refine_one))
 
@@ -216,14 +219,11 @@ class Fitter:
         import jax.numpy as jnp
 
         dtype = obs.flux.dtype
-        offset = jnp.asarray(self._offset, dtype)
-        scale = jnp.asarray(self._scale, dtype)
         residuals_u, lower, upper = self._problem(obs)
 
         starts = jnp.asarray(self._starts, dtype)
         if self._rv_index is not None:
-            grid = jnp.asarray(self._rv_grid, dtype)
-            u_rv = (grid - offset[self._rv_index]) / scale[self._rv_index]
+            u_rv = jnp.asarray(self._u_rv_grid, dtype)
             base, k = starts[0], self._rv_index
 
             def scan_cost(u_k):

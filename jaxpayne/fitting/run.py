@@ -121,13 +121,14 @@ def fit_spectra(
             bar.update(len(chunk))
             bar.set_postfix(spectra_per_s=f"{bar.n / (time.perf_counter() - t0):.2f}")
     bar.close()
+    table = _table(rows, names, fitter)
     if out_path is not None:
         # the table on disk must hold every row (also those only in the journal) before the
         # journal goes
-        _write_table(_table(rows, names, fitter), out_path)
+        _write_table(table, out_path)
         if journal.exists():
             journal.unlink()
-    return _table(rows, names, fitter)
+    return table
 
 
 def _unique_ids(spectra: list) -> list:
