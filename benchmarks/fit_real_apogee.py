@@ -1,7 +1,8 @@
 """Fit the real APOGEE spectra of ``binspec_apogee`` with the published binspec network.
 
 Prints the labels, errors, reduced χ² and flags of each spectrum and writes a residual plot per
-spectrum into ``--out`` (PNG).
+spectrum into ``--out`` (PNG). binspec's pixel mask (``apogee_mask.npz``: pixels its authors
+exclude from fits, e.g. lines the models reproduce poorly) is applied unless ``--no-binspec-mask``.
 
     python benchmarks/fit_real_apogee.py --out /tmp/apogee_fits
 """
@@ -15,7 +16,8 @@ from pathlib import Path
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for the residual plots")
-    parser.add_argument("--restarts", type=int, default=4)
+    parser.add_argument("--restarts", type=int, default=1)
+    parser.add_argument("--no-binspec-mask", action="store_true", help="fit all pixels, without binspec's mask")
     args = parser.parse_args()
 
     import matplotlib
@@ -35,6 +37,10 @@ def main():
                                 label_names="teff,logg,feh,mg_fe,vmacro", wavelength=wave)
     spectra = read_spectrum(data_file("binspec_apogee", "spectrum_combined_2M13012770+5754582.npz"), wavelength=wave)
     spectra += read_spectrum(data_file("binspec_apogee", "spectra_visit_2M06133561+2433362.npz"), wavelength=wave)
+    if not args.no_binspec_mask:
+        exclude = np.load(data_file("binspec_apogee", "apogee_mask.npz"))["apogee_mask"].astype(bool)
+        spectra = [s.replace(mask=np.asarray(s.mask, bool) | exclude) for s in spectra]
+        print(f"binspec mask: {int(exclude.sum())} of {exclude.size} pixels excluded")
     fitter = Fitter(model, rv=True, max_rv=100.0, continuum="filter", restarts=args.restarts, n_segments=3)
     table = fit_spectra(model, spectra, fitter=fitter, progress=False)
     names = table.meta["PARAMS"].split(",")

@@ -106,13 +106,18 @@ def _add_import_options(p, required: bool):
     p.add_argument("--air", action="store_true", help="the network's wavelengths are in air (default vacuum)")
 
 
-def _load_model_args(args):
+def _load_model_args(args, prefix: str = ""):
+    """The model named by ``--model`` and its import options (``--PREFIXformat`` etc.)."""
     from jaxpayne.model import load_model
 
+    def opt(name):
+        return getattr(args, prefix + name, None)
+
     kwargs = {}
-    if getattr(args, "labels", None) or getattr(args, "wavelength", None) or getattr(args, "format", None) in ("payne", "binspec"):
-        kwargs = dict(label_names=args.labels, wavelength=args.wavelength, units=args.units, medium="air" if args.air else "vacuum")
-    return load_model(args.model, format=getattr(args, "format", None), **kwargs)
+    if opt("labels") or opt("wavelength") or opt("format") in ("payne", "binspec"):
+        kwargs = dict(label_names=opt("labels"), wavelength=opt("wavelength"), units=opt("units"),
+                      medium="air" if opt("air") else "vacuum")
+    return load_model(args.model, format=opt("format"), **kwargs)
 
 
 def _cmd_info(args) -> int:
@@ -173,7 +178,12 @@ def _add_fit(sub):
     p.add_argument("--vmacro", action="store_true", help="fit macroturbulence vmacro")
     p.add_argument("--resolution", type=float, help="instrumental resolving power R (default: none applied)")
     p.add_argument("--continuum", default="filter", help="none | filter[:WIDTH_A] | cheb:N | cheb:N:free (default filter = 50 A)")
-    p.add_argument("--restarts", type=int, default=4, help="label starts per spectrum, best kept (default 4)")
+    p.add_argument("--templates", type=int, default=128,
+                   help="model spectra in the rv/label pre-search library (default 128)")
+    p.add_argument("--restarts", type=int, default=1,
+                   help="optimiser starts from the best-matching templates, best kept (default 1)")
+    p.add_argument("--segments", type=int,
+                   help="number of segments (chips/arms) per spectrum (default: that of the first spectrum)")
     p.add_argument("--batch", type=int, default=64, help="spectra per compiled batch (default 64)")
     p.add_argument("--no-emulator-error", action="store_true", help="do not add the model's validation error to the noise")
     p.add_argument("--inflate", type=float, default=1.0, help="factor on all uncertainties (default 1)")
@@ -188,35 +198,41 @@ def _add_fit(sub):
 
 
 def _cmd_fit(args) -> int:
-    from jaxpayne.fitting import fit_spectra
-    from jaxpayne.io import read_spectra
-    from jaxpayne.model import load_model
+    from itertools import chain
 
-    kwargs = {}
-    if args.model_labels or args.model_wavelength or args.model_format in ("payne", "binspec"):
-        kwargs = dict(label_names=args.model_labels, wavelength=args.model_wavelength, units=args.model_units,
-                      medium="air" if args.model_air else "vacuum")
-    model = load_model(args.model, format=args.model_format, **kwargs)
-    spectra = read_spectra(args.spectra, on_error="skip", wavelength=args.wavelength)
-    for path, message in spectra.failures:
-        print(f"jaxpayne: warning: {message}", file=sys.stderr)
-    if not spectra and not spectra.failures:
+    from tqdm.auto import tqdm
+
+    from jaxpayne.fitting import fit_spectra
+    from jaxpayne.io import ReadFailure, iter_spectra
+
+    model = _load_model_args(args, prefix="model_")
+
+    def warned(items):  # files are read as the fit goes: one warning line per bad file, when met
+        for item in items:
+            if isinstance(item, ReadFailure):
+                tqdm.write(f"jaxpayne: warning: {item.message}", file=sys.stderr)
+            yield item
+
+    spectra = warned(iter_spectra(args.spectra, on_error="skip", wavelength=args.wavelength))
+    first = next(spectra, None)  # reads the first file only
+    if first is None:
         raise CLIError("no spectra to fit")
     table = fit_spectra(
         model,
-        spectra,
+        chain([first], spectra),
         out=args.out,
         resume=args.resume,
         batch_size=args.batch,
         progress=not args.quiet,
-        failures=[(str(p), m) for p, m in spectra.failures],
         rv=args.rv,
         max_rv=args.max_rv,
         vsini=args.vsini,
         vmacro=args.vmacro,
         resolution=args.resolution,
         continuum=args.continuum,
+        templates=args.templates,
         restarts=args.restarts,
+        **({"n_segments": args.segments} if args.segments else {}),
         emulator_error=not args.no_emulator_error,
         inflation=args.inflate,
     )

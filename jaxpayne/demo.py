@@ -6,7 +6,8 @@
 3. Mock observed stars: the *true* mock spectra (not the emulator's) Doppler shifted, convolved
    with an R = 22,500 Gaussian LSF, resampled to APOGEE-like 4.1 km/s pixels, multiplied by a
    tilted continuum and given Gaussian noise.
-4. A batched fit (rv pre-search, 4 restarts, continuum filter), compared with the truth.
+4. A batched fit (template pre-search for rv and start, Levenberg–Marquardt, continuum filter),
+   compared with the truth.
 """
 
 from __future__ import annotations
@@ -118,12 +119,12 @@ def run_demo(out: Path, *, n_train: int = 800, n_stars: int = 24, epochs: int = 
     obs_wave, observed, error = simulate_observations(wave, true_flux, rv, snr, rng)
     spectra = [Spectrum.from_error(obs_wave, observed[i], error[i], id=f"star{i:03d}", source="demo") for i in range(n_stars)]
 
-    print("[4/4] batched fit: rv pre-search, 4 restarts, 50 A continuum filter")
+    print("[4/4] batched fit: template pre-search (rv + start), Levenberg-Marquardt, 50 A continuum filter")
     table_path = out / "results.ecsv"
     for stale in (table_path, table_path.with_name(table_path.name + ".journal.jsonl")):
         stale.unlink(missing_ok=True)
     table = fit_spectra(model, spectra, out=table_path, rv=True, max_rv=DEMO_MAX_RV, resolution=DEMO_RESOLUTION,
-                        continuum="filter", restarts=4, batch_size=n_stars, progress=progress)
+                        continuum="filter", batch_size=n_stars, progress=progress)
     order = [int(i[len("star"):]) for i in table["id"]]  # join the truth on the id
     for j, name in enumerate(names):
         table[f"{name}_true"] = truth[order, j]

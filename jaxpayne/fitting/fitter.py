@@ -1,4 +1,4 @@
-"""Batched, jit-compiled fitting of spectra: RV pre-search, multi-start Levenberg–Marquardt,
+"""Batched, jit-compiled fitting of spectra: template pre-search (rv and start), Levenberg–Marquardt,
 Laplace covariances and quality flags.
 
 The physics is one spectrum's; :class:`Fitter` vmaps it over a batch of padded
@@ -13,6 +13,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 
 from jaxpayne.fitting.lm import LMOptions, levenberg_marquardt
+from jaxpayne.fitting.presearch import build_library, library_size, presearch
 
 __all__ = ["Flags", "Fitter", "BatchFit"]
 
@@ -22,8 +23,10 @@ SINGULAR_RCOND = 1e-10
 BOUND_TOLERANCE = 1e-3
 #: Levenberg–Marquardt iterations spent on each start before the best one is refined.
 EXPLORE_ITERATIONS = 4
+#: Default number of templates in the pre-search library.
+DEFAULT_TEMPLATES = 128
 #: Iterations of the batched first pass; unconverged spectra continue in a smaller batch.
-FIRST_PASS_ITERATIONS = 8
+FIRST_PASS_ITERATIONS = 4
 #: Minimum number of usable pixels per free parameter for a fit to be attempted.
 MIN_PIXELS_PER_PARAMETER = 3
 
@@ -89,8 +92,8 @@ class Fitter:
     Args:
         model: a :class:`jaxpayne.Model` (or any emulator accepted by
             :class:`~jaxpayne.forward.ForwardModel`).
-        rv: fit the radial velocity [km/s] (with a χ² pre-search over ±``max_rv``); False fixes
-            it at 0 (rest-frame spectra).
+        rv: fit the radial velocity [km/s] (with a cross-correlation pre-search over ±``max_rv``);
+            False fixes it at 0 (rest-frame spectra).
         vsini: fit rotational broadening [km/s].
         vmacro: fit radial–tangential macroturbulence [km/s].
         resolution: instrumental resolving power R (None: the emulator is already at the
@@ -99,8 +102,10 @@ class Fitter:
             :class:`~jaxpayne.forward.ForwardModel`).
         n_segments: number of segments (chips/arms) of the observations.
         max_rv: bound of |rv| [km/s].
-        rv_step: step of the rv pre-search grid [km/s].
-        restarts: number of label starts (the box centre plus Sobol points), the best kept.
+        templates: size of the pre-search library (the box centre and Sobol points of the label
+            box; see :mod:`jaxpayne.fitting.presearch`), capped by its memory.
+        restarts: number of optimiser starts, from the best-matching templates; each runs a few
+            iterations and the best is refined to convergence.
         emulator_error: add the model file's per-pixel validation error in quadrature.
         inflation: factor on every uncertainty.
         fixed: parameter name → value held fixed.
@@ -125,8 +130,8 @@ class Fitter:
         continuum: str = "filter",
         n_segments: int = 1,
         max_rv: float = 300.0,
-        rv_step: float = 5.0,
-        restarts: int = 4,
+        templates: int = DEFAULT_TEMPLATES,
+        restarts: int = 1,
         emulator_error: bool = True,
         inflation: float = 1.0,
         fixed: Mapping[str, float] | None = None,
@@ -171,30 +176,29 @@ class Fitter:
         self._u_lower = np.where(finite, 0.0, -np.inf)
         self._u_upper = np.where(finite, 1.0, np.inf)
         self._rv_index = fm.param_names.index("rv") if "rv" in fm.param_names else None
-        self._starts = self._make_starts(restarts, seed)
-        n_rv = int(np.floor(max_rv / rv_step))
-        rv_grid = np.arange(-n_rv, n_rv + 1) * float(rv_step)
-        # the pre-search grid in working coordinates (unused when rv is fixed)
-        k = self._rv_index if self._rv_index is not None else 0
-        self._u_rv_grid = (rv_grid - self._offset[k]) / self._scale[k]
-        self._fit_batch = jax.jit(jax.vmap(self._fit_one))
+        n_nodes = fm.grid.n_pieces * fm.grid.fft_length
+        self.n_templates = library_size(max(int(templates), restarts), n_nodes)
+        self.restarts = min(int(restarts), self.n_templates)
+        u_templates = self._template_points(self.n_templates, seed)
+        self._library = build_library(fm, self.to_physical(u_templates), u_templates)
+        self._fit_batch = jax.jit(jax.vmap(self._fit_one, in_axes=(0, None)))
         self._refine_batch = jax.jit(jax.vmap(self._refine_one))
 
     # --------------------------------------------------------------------------- starts
-    def _make_starts(self, restarts: int, seed: int) -> np.ndarray:
-        """(K, n) starting points in working coordinates: the box centre, then Sobol points."""
+    def _template_points(self, n_templates: int, seed: int) -> np.ndarray:
+        """(K, n) template parameters in working coordinates: the box centre, then scrambled Sobol
+        points of the label box (forward-model parameters at their start values)."""
         fm = self.forward
         start = (fm.initial - self._offset) / self._scale
-        starts = np.repeat(start[None], restarts, axis=0)
-        if restarts > 1:
+        points = np.repeat(start[None], n_templates, axis=0)
+        label_cols = [i for i, n in enumerate(fm.param_names) if n in fm.label_names]
+        if n_templates > 1 and label_cols:
             from scipy.stats import qmc
 
-            n_lab = sum(1 for n in fm.param_names if n in fm.label_names)
-            sobol = qmc.Sobol(d=n_lab, scramble=True, seed=seed)
-            points = sobol.random(2 ** int(np.ceil(np.log2(restarts))))[: restarts - 1]
-            label_cols = [i for i, n in enumerate(fm.param_names) if n in fm.label_names]
-            starts[1:, label_cols] = 0.1 + 0.8 * points  # inside the central 80% of the box
-        return starts
+            sobol = qmc.Sobol(d=len(label_cols), scramble=True, seed=seed)
+            draws = sobol.random(2 ** int(np.ceil(np.log2(n_templates))))[: n_templates - 1]
+            points[1:, label_cols] = 0.02 + 0.96 * draws
+        return points
 
     def to_physical(self, u):
         """Working coordinates → physical parameters."""
@@ -202,39 +206,37 @@ class Fitter:
 
     # --------------------------------------------------------------------------- one spectrum
     def _problem(self, obs):
-        """Residuals of one spectrum in working coordinates, and the box there."""
+        """Residuals of one spectrum in working coordinates, and the box there.
+
+        The data side of the likelihood (mask, continuum filter of the data) is computed here,
+        once, not at every evaluation.
+        """
         import jax.numpy as jnp
 
         dtype = obs.flux.dtype
         offset = jnp.asarray(self._offset, dtype)
         scale = jnp.asarray(self._scale, dtype)
+        prepared = self.forward._prepare(obs, dtype)
 
         def residuals_u(u):
-            return self.forward._residuals_impl(u * scale + offset, obs, self.emulator_error, self.inflation)
+            return self.forward._residuals_impl(u * scale + offset, obs, self.emulator_error, self.inflation,
+                                                prepared)
 
-        return residuals_u, jnp.asarray(self._u_lower, dtype), jnp.asarray(self._u_upper, dtype)
+        return residuals_u, jnp.asarray(self._u_lower, dtype), jnp.asarray(self._u_upper, dtype), prepared
 
-    def _fit_one(self, obs):
+    def _fit_one(self, obs, library):
         import jax
         import jax.numpy as jnp
 
-        dtype = obs.flux.dtype
-        residuals_u, lower, upper = self._problem(obs)
+        residuals_u, lower, upper, prepared = self._problem(obs)
+        k = self._rv_index
 
-        starts = jnp.asarray(self._starts, dtype)
-        if self._rv_index is not None:
-            u_rv = jnp.asarray(self._u_rv_grid, dtype)
-            base, k = starts[0], self._rv_index
+        def rv_to_u(rv):
+            return (rv - self._offset[k]) / self._scale[k]
 
-            def scan_cost(u_k):
-                # only rv is batched: built from slices of the unbatched start, the labels (and so
-                # the emulator and broadening) are evaluated once for the whole velocity grid
-                u = jnp.concatenate([base[:k], u_k[None], base[k + 1 :]])
-                return jnp.sum(residuals_u(u) ** 2)
-
-            costs = jax.vmap(scan_cost)(u_rv)
-            best_rv = u_rv[jnp.argmin(jnp.where(jnp.isfinite(costs), costs, jnp.inf))]
-            starts = starts.at[:, self._rv_index].set(best_rv)
+        starts, _ = presearch(self.forward, library, obs, fit_rv=k is not None, rv_index=k, rv_to_u=rv_to_u,
+                              n_best=self.restarts)
+        starts = starts.astype(obs.flux.dtype)
         if starts.shape[0] > 1:
             # explore: a few iterations from every start; then refine only the best to convergence
             explore = self.lm_options._replace(max_iter=EXPLORE_ITERATIONS)
@@ -245,25 +247,26 @@ class Fitter:
             u_start, n_explore = starts[0], 0
         first = self.lm_options._replace(max_iter=min(FIRST_PASS_ITERATIONS, self.lm_options.max_iter))
         final = levenberg_marquardt(residuals_u, u_start, lower, upper, first)
-        return self._finish(obs, final, n_explore)
+        return self._finish(obs, final, n_explore, prepared)
 
     def _refine_one(self, obs, u_start):
         """Continue Levenberg–Marquardt from ``u_start`` (a straggler of the first pass)."""
-        residuals_u, lower, upper = self._problem(obs)
+        residuals_u, lower, upper, prepared = self._problem(obs)
         remaining = self.lm_options._replace(max_iter=max(1, self.lm_options.max_iter - FIRST_PASS_ITERATIONS))
         final = levenberg_marquardt(residuals_u, u_start.astype(obs.flux.dtype), lower, upper, remaining)
-        return self._finish(obs, final, 0)
+        return self._finish(obs, final, 0, prepared)
 
-    def _finish(self, obs, final, n_explore):
-        import jax
+    def _finish(self, obs, final, n_explore, prepared):
         import jax.numpy as jnp
 
         fm = self.forward
         dtype = obs.flux.dtype
-        u = final.x
-        theta = u * jnp.asarray(self._scale, dtype) + jnp.asarray(self._offset, dtype)
-        jac = jax.jacfwd(lambda t: fm._residuals_impl(t, obs, self.emulator_error, self.inflation))(theta)
-        valid = fm._normalize(theta, obs, self.emulator_error, self.inflation)[3]
+        scale = jnp.asarray(self._scale, dtype)
+        theta = final.x * scale + jnp.asarray(self._offset, dtype)
+        # the optimiser's last Jacobian (working coordinates → physical); it was evaluated at the
+        # returned point unless the iteration limit stopped a fit that was still moving
+        jac = final.jacobian / scale
+        valid = prepared["valid"]
         n_pixels = jnp.sum(valid)
         cont = fm.continuum
         if cont.kind == "cheb" and not cont.free:
@@ -313,7 +316,7 @@ class Fitter:
         Returns:
             A :class:`BatchFit` of numpy arrays.
         """
-        out = [np.array(a) for a in self._fit_batch(observations)]
+        out = [np.array(a) for a in self._fit_batch(observations, self._library)]
         self._refine_stragglers(observations, *out)
         theta, jac, cost, n_pix, n_marginal, n_iter, converged = out
         theta = theta.astype(np.float64)

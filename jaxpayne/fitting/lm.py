@@ -3,7 +3,10 @@
 Minimises ``½‖r(x)‖²`` with the Jacobian from forward-mode autodiff. Steps solve
 ``(JᵀJ + λ diag(JᵀJ + δ)) Δ = −Jᵀr`` (Marquardt 1963 scaling), are projected onto the box
 ``[lower, upper]``, accepted when the cost drops (then λ shrinks) and rejected otherwise (λ
-grows). The loop is a ``lax.while_loop`` so the whole fit jit-compiles and vmaps over spectra
+grows). The fit has converged when the Gauss–Newton model predicts that the next step would lower
+the cost by less than the tolerance (checked before the step is tried, so the last iteration
+costs one Jacobian and no trial), or when an accepted step changed the cost or the parameters
+by less than the tolerances. The loop is a ``lax.while_loop`` so the whole fit jit-compiles and vmaps over spectra
 and starting points. Work in coordinates of order unity (see :class:`~jaxpayne.fitting.Fitter`).
 
 References: Levenberg 1944, Q. Appl. Math. 2, 164; Marquardt 1963, SIAM J. Appl. Math. 11, 431;
@@ -25,7 +28,8 @@ class LMOptions(NamedTuple):
 
     Attributes:
         max_iter: maximum number of Jacobian evaluations.
-        ftol: stop when an accepted step lowers the cost by less than ``ftol`` × cost.
+        ftol: stop when an accepted step lowers the cost, or the next step is predicted to lower
+            it, by less than ``ftol`` × cost.
         cost_atol: ... or by less than this absolute amount of χ² (statistically negligible).
         xtol: stop when the accepted step is shorter than ``xtol`` (in the working coordinates).
         gtol: stop when the projected gradient's largest component is below ``gtol``.
@@ -52,12 +56,17 @@ class LMResult(NamedTuple):
         cost: ``Σ r²`` at ``x`` (twice the usual ½‖r‖²).
         n_iter: Jacobian evaluations used.
         converged: a stopping rule other than ``max_iter`` fired.
+        jacobian: (m, n) Jacobian of the residuals at ``x_jacobian``.
+        x_jacobian: where ``jacobian`` was evaluated: ``x`` itself unless the last iteration
+            (at ``max_iter``) accepted a step.
     """
 
     x: jax.Array
     cost: jax.Array
     n_iter: jax.Array
     converged: jax.Array
+    jacobian: jax.Array
+    x_jacobian: jax.Array
 
 
 class _State(NamedTuple):
@@ -67,6 +76,8 @@ class _State(NamedTuple):
     n_iter: jax.Array
     converged: jax.Array
     done: jax.Array
+    jacobian: jax.Array
+    x_jacobian: jax.Array
 
 
 def levenberg_marquardt(
@@ -98,9 +109,12 @@ def levenberg_marquardt(
     def cond(state):
         return (~state.done) & (state.n_iter < options.max_iter)
 
+    def jacobian_at(x):
+        r, jvp_cols = jax.linearize(residual_fn, x)
+        return r, jax.vmap(jvp_cols, out_axes=1)(eye)  # (m, n)
+
     def body(state):
-        r, jvp_cols = jax.linearize(residual_fn, state.x)
-        jac = jax.vmap(jvp_cols, out_axes=1)(eye)  # (m, n)
+        r, jac = jacobian_at(state.x)
         # full float32 products also on GPUs, whose default TF32 matmuls lose ~1e-3 relative
         grad = jnp.matmul(jac.T, r, precision=jax.lax.Precision.HIGHEST)
         hess = jnp.matmul(jac.T, jac, precision=jax.lax.Precision.HIGHEST)
@@ -122,28 +136,40 @@ def levenberg_marquardt(
             x_new = jnp.clip(state.x + step, lower, upper)
             return x_new, cost_of(x_new)
 
+        # the full Gauss–Newton step (no damping) on the free parameters predicts how much cost
+        # is left to gain: Σr² drops by −(2gᵀΔ + ΔᵀHΔ) = gᵀ(H_free)⁻¹g
+        # (unprojected: a projected step can predict a spurious small gain far from the minimum)
+        newton = jnp.linalg.solve(hess_free + 1e-6 * jnp.diag(diag), -free_grad)
+        predicted = -(2.0 * free_grad @ newton + newton @ hess_free @ newton)
+        tolerance = jnp.maximum(options.cost_atol, options.ftol * state.cost)
+        at_minimum = jnp.isfinite(predicted) & (predicted < tolerance) & jnp.isfinite(state.cost)
+
         x_new, cost_new = try_damping(state.damping)
         finite = jnp.isfinite(cost_new)
-        accept = finite & (cost_new < state.cost)
+        accept = finite & (cost_new < state.cost) & ~at_minimum
         drop = (state.cost - cost_new) / jnp.maximum(state.cost, jnp.finfo(dtype).tiny)
         moved = jnp.max(jnp.abs(x_new - state.x))
         tiny_drop = (drop < options.ftol) | (state.cost - cost_new < options.cost_atol)
-        converged = accept & (tiny_drop | (moved < options.xtol)) | small_grad
+        converged = accept & (tiny_drop | (moved < options.xtol)) | small_grad | at_minimum
         x = jnp.where(accept, x_new, state.x)
         cost = jnp.where(accept, cost_new, state.cost)
         damping = jnp.where(accept, state.damping * options.damping_down, state.damping * options.damping_up)
         # a step rejected at enormous damping means we sit at a (possibly bounded) minimum
         stuck = (~accept) & (damping > 1e12) & jnp.isfinite(state.cost)
         broken = ~jnp.isfinite(state.cost)  # NaN/inf at the start: give up, not "converged"
-        return _State(x, cost, damping, state.n_iter + 1, converged | stuck, converged | stuck | broken)
+        return _State(x, cost, damping, state.n_iter + 1, converged | stuck, converged | stuck | broken,
+                      jac, state.x)
 
+    r0 = residual_fn(x0)
     init = _State(
         x0,
-        cost_of(x0),
+        jnp.sum(r0 * r0),
         jnp.asarray(options.initial_damping, dtype),
         jnp.asarray(0, jnp.int32),
         jnp.asarray(False),
         jnp.asarray(False),
+        jnp.zeros((r0.shape[0], x0.shape[0]), dtype),
+        x0,
     )
     final = jax.lax.while_loop(cond, body, init)
-    return LMResult(final.x, final.cost, final.n_iter, final.converged)
+    return LMResult(final.x, final.cost, final.n_iter, final.converged, final.jacobian, final.x_jacobian)

@@ -119,6 +119,32 @@ def parse_continuum(spec: str) -> ContinuumSpec:
     )
 
 
+def _piece_slices(grid: WorkingGrid):
+    """``[(first, count, ramp)]`` per piece when each piece is a contiguous run of emulator pixels
+    followed by a linear ramp from its last pixel back to its first (a direct grid), else None."""
+    index, weight = grid.gather_index, grid.gather_weight
+    out = []
+    for k, count in enumerate(grid.lengths):
+        count = int(count)
+        first = int(index[k, 0, 0])
+        body_ok = (
+            np.array_equal(index[k, :count, 0], first + np.arange(count))
+            and np.all(weight[k, :count, 0] == 1.0)
+            and np.all(weight[k, :count, 1:] == 0.0)
+        )
+        tail_ok = (
+            index.shape[2] >= 2
+            and np.all(index[k, count:, 0] == first + count - 1)
+            and np.all(index[k, count:, 1] == first)
+            and np.allclose(weight[k, count:, 0] + weight[k, count:, 1], 1.0)
+            and np.all(weight[k, count:, 2:] == 0.0)
+        )
+        if not (body_ok and tail_ok):
+            return None
+        out.append((first, count, np.asarray(weight[k, count:, 1])))
+    return out
+
+
 def _is_concrete(*arrays) -> bool:
     try:
         for a in arrays:
@@ -292,6 +318,7 @@ class ForwardModel:
         if self._lsf_range is not None:
             window = self._lsf_range[1] * LSF_WINDOW_SIGMAS / self.grid.velocity_step
             self._lsf_window = int(math.ceil(window))
+        self._slices = _piece_slices(self.grid)
         self._frequency = self.grid.frequency()
         self._prefilter = bspline_prefilter(self.grid.fft_length)
         self._error_coefficients = self._emulator_error_coefficients()
@@ -503,9 +530,7 @@ class ForwardModel:
         """Broadened working-grid spectrum, flat (n_pieces·N,): spline coefficients or samples."""
         labels = jnp.stack([values[n] for n in self.label_names]).astype(dtype)
         flux = jnp.asarray(self.model.predict(labels)).astype(dtype).reshape(-1)
-        index = jnp.asarray(self.grid.gather_index)
-        weight = jnp.asarray(self.grid.gather_weight, dtype)
-        padded = jnp.sum(flux[index] * weight, axis=-1)  # (n_pieces, N)
+        padded = self._to_working_grid(flux)  # (n_pieces, N)
         frequency = jnp.asarray(self._frequency, dtype)
         transfer = broadening_transfer(
             frequency,
@@ -519,6 +544,24 @@ class ForwardModel:
         spectrum = jnp.fft.rfft(padded, axis=-1) * transfer
         out = jnp.fft.irfft(spectrum, n=self.grid.fft_length, axis=-1).astype(dtype)
         return out.reshape(-1)
+
+    def _to_working_grid(self, flux):
+        """Emulator flux (n_pix,) → ramp-padded working-grid pieces (n_pieces, N).
+
+        When the nodes are the emulator's own pixels this is slicing (XLA gathers are slow on
+        CPUs, above all for the Jacobian's tangents); otherwise the fixed interpolation weights.
+        """
+        dtype = flux.dtype
+        if self._slices is None:
+            index, weight = self.grid.gather_index, self.grid.gather_weight
+            # one gather per tap (XLA's CPU gather with a trailing tap axis is ~20x slower)
+            return sum(flux[jnp.asarray(index[..., k])] * jnp.asarray(weight[..., k], dtype)
+                       for k in range(index.shape[-1]))
+        rows = []
+        for first, count, ramp in self._slices:
+            tail = (1.0 - ramp.astype(dtype)) * flux[first + count - 1] + ramp.astype(dtype) * flux[first]
+            rows.append(jnp.concatenate([flux[first : first + count], tail]))
+        return jnp.stack(rows)
 
     def _positions(self, wavelength, rv, dtype):
         """Anchor (flat index) and offset [nodes] of each pixel's rest-frame position."""
@@ -596,8 +639,39 @@ class ForwardModel:
         if _is_concrete(obs.wavelength, obs.ivar):
             self.check_observation(obs)
 
-    def _normalize(self, theta, obs, emulator_error: bool, inflation):
+    def _prepare(self, obs, dtype) -> dict:
+        """Data-side quantities of :meth:`_normalize` that do not depend on theta.
+
+        A fitter computes them once per spectrum instead of at every evaluation.
+
+        Returns:
+            dict with ``valid`` (usable pixels), ``ivar``, ``data`` (zeroed where not valid),
+            ``wavelength``, ``segment`` and, for the filter continuum, ``smooth_data`` (the
+            data's running mean).
+        """
+        ivar_raw = jnp.asarray(obs.ivar).astype(dtype)
+        flux_raw = jnp.asarray(obs.flux).astype(dtype)
+        valid = (ivar_raw > 0) & jnp.isfinite(ivar_raw) & jnp.isfinite(flux_raw)
+        prepared = dict(
+            valid=valid,
+            ivar=jnp.where(valid, ivar_raw, 0.0),
+            data=jnp.where(valid, flux_raw, 0.0),
+            wavelength=jnp.asarray(obs.wavelength).astype(dtype),
+            segment=jnp.asarray(obs.segment, jnp.int32),
+        )
+        if self.continuum.kind == "filter":
+            prepared["smooth_data"] = self._smooth(prepared["data"], prepared)
+        return prepared
+
+    def _smooth(self, flux, prepared):
+        return smooth_continuum(flux, prepared["ivar"], prepared["wavelength"], prepared["segment"],
+                                width=self.continuum.width, n_segments=self.n_segments,
+                                wavelength_range=self._filter_range())
+
+    def _normalize(self, theta, obs, emulator_error: bool, inflation, prepared: dict | None = None):
         """Shared core of normalized / residuals / loglike.
+
+        ``prepared`` (from :meth:`_prepare`) skips recomputing the data side.
 
         Returns (model_norm, data_norm, ivar_norm, valid, log_continuum, marginal) where
         ``log_continuum`` (n,) is log|continuum| of the data-space model (0 unless cheb) and
@@ -606,13 +680,10 @@ class ForwardModel:
         dtype = self._dtype(theta, obs)
         values = self.parameters(theta)
         model, error = self._evaluate(values, obs, dtype, with_error=emulator_error)
-        ivar_raw = jnp.asarray(obs.ivar).astype(dtype)
-        flux_raw = jnp.asarray(obs.flux).astype(dtype)
-        valid = (ivar_raw > 0) & jnp.isfinite(ivar_raw) & jnp.isfinite(flux_raw)
-        ivar = jnp.where(valid, ivar_raw, 0.0)
-        data = jnp.where(valid, flux_raw, 0.0)
-        wavelength = jnp.asarray(obs.wavelength).astype(dtype)
-        segment = jnp.asarray(obs.segment, jnp.int32)
+        if prepared is None:
+            prepared = self._prepare(obs, dtype)
+        valid, ivar, data = prepared["valid"], prepared["ivar"], prepared["data"]
+        wavelength, segment = prepared["wavelength"], prepared["segment"]
         zero = jnp.zeros((), dtype)
         log_continuum = jnp.zeros_like(data)
         marginal = zero
@@ -621,10 +692,8 @@ class ForwardModel:
         if kind == "none":
             model_norm, data_norm, ivar_norm = model, data, ivar
         elif kind == "filter":
-            options = dict(width=self.continuum.width, n_segments=self.n_segments,
-                           wavelength_range=self._filter_range())
-            smooth_data = smooth_continuum(data, ivar, wavelength, segment, **options)
-            smooth_model = smooth_continuum(model, ivar, wavelength, segment, **options)
+            smooth_data = prepared["smooth_data"]
+            smooth_model = self._smooth(model, prepared)
             model_norm = model / smooth_model
             data_norm = data / smooth_data
             ivar_norm = ivar * smooth_data**2
@@ -700,9 +769,9 @@ class ForwardModel:
         self._check_if_concrete(theta, obs)
         return self._residuals_core(jnp.asarray(theta), obs, bool(emulator_error), inflation)
 
-    def _residuals_impl(self, theta, obs, emulator_error, inflation):
+    def _residuals_impl(self, theta, obs, emulator_error, inflation, prepared=None):
         model_norm, data_norm, ivar_norm, valid, *_ = self._normalize(
-            theta, obs, emulator_error, inflation
+            theta, obs, emulator_error, inflation, prepared
         )
         root = jnp.sqrt(jnp.where(valid, ivar_norm, 1.0))
         return jnp.where(valid, (data_norm - model_norm) * root / inflation, 0.0)

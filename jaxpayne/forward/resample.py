@@ -100,8 +100,9 @@ def _spline_at(flat_coefficients, base, offset, lower, upper):
     whole = jnp.floor(offset)
     t = offset - whole
     first = base + whole.astype(jnp.int32) - 1
-    index = first[..., None] + jnp.arange(SPLINE_TAPS, dtype=jnp.int32)
-    return jnp.sum(flat_coefficients[index] * cubic_bspline_weights(t), axis=-1)
+    weights = cubic_bspline_weights(t)
+    # one 1-D gather per tap: XLA's CPU gather with a trailing tap axis in the indices is ~20x slower
+    return sum(flat_coefficients[first + k] * weights[..., k] for k in range(SPLINE_TAPS))
 
 
 def evaluate_spline(coefficients, position):
@@ -124,15 +125,17 @@ def evaluate_spline(coefficients, position):
 def _gaussian_at(flat_samples, base, offset, sigma, half_width: int, first, last):
     """Gaussian-window sum around flat position ``base + offset``; taps limited to [first, last]."""
     whole = jnp.floor(offset)
-    steps = jnp.arange(-half_width, half_width + 2, dtype=jnp.int32)
-    index = (base + whole.astype(jnp.int32))[..., None] + steps
-    distance = (whole - offset)[..., None] + steps.astype(offset.dtype)
-    inside = (index >= first[..., None]) & (index <= last[..., None])
-    index = jnp.clip(index, first[..., None], last[..., None])
-    weight = jnp.where(inside, jnp.exp(-0.5 * (distance / sigma[..., None]) ** 2), 0.0)
-    total = jnp.sum(weight, axis=-1)
-    total = jnp.where(total > 0, total, 1.0)
-    return jnp.sum(weight * flat_samples[index], axis=-1) / total
+    centre = base + whole.astype(jnp.int32)
+    total = jnp.zeros_like(offset)
+    value = jnp.zeros_like(offset)
+    # one 1-D gather per tap (see _spline_at)
+    for step in range(-half_width, half_width + 2):
+        index = centre + step
+        inside = (index >= first) & (index <= last)
+        weight = jnp.where(inside, jnp.exp(-0.5 * ((whole - offset + step) / sigma) ** 2), 0.0)
+        total = total + weight
+        value = value + weight * flat_samples[jnp.clip(index, first, last)]
+    return value / jnp.where(total > 0, total, 1.0)
 
 
 def evaluate_gaussian(samples, position, sigma, half_width: int):

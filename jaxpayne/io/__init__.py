@@ -4,7 +4,8 @@ Conventions (details in ``docs/spectra_io.md``): wavelengths in Å, float64, str
 ``medium`` "vacuum" or "air"; ``ivar`` is the inverse variance (0 = no information); ``mask`` is
 True for a **bad** pixel; a pixel is usable iff ``not mask and ivar > 0`` (:attr:`Spectrum.good`);
 ``segment`` numbers the detector pieces (chips, CCDs) from the blue end. Readers raise
-:class:`SpectrumFormatError` with a one-line ``"<path>: <problem>"`` message.
+:class:`SpectrumFormatError` with a one-line ``"<path>: <problem>"`` message;
+:func:`iter_spectra` reads many files lazily and yields a :class:`ReadFailure` for each bad one.
 
 Example:
     >>> from jaxpayne.io import read_spectra
@@ -16,10 +17,12 @@ Example:
 from jaxpayne.io.readers import (
     FORMATS,
     READER_OPTIONS,
+    ReadFailure,
     SpectrumList,
     SpectrumReadWarning,
     detect_format,
     from_specutils,
+    iter_spectra,
     load_wavelength,
     read_spectra,
     read_spectrum,
@@ -49,6 +52,7 @@ __all__ = [
     "FORMATS",
     "MEDIA",
     "READER_OPTIONS",
+    "ReadFailure",
     "Spectrum",
     "SpectrumFormatError",
     "SpectrumList",
@@ -58,6 +62,7 @@ __all__ = [
     "combine",
     "detect_format",
     "from_specutils",
+    "iter_spectra",
     "load_wavelength",
     "read_apstar",
     "read_apvisit",

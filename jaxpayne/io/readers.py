@@ -2,8 +2,9 @@
 
 :func:`read_spectrum` reads one file into a list of :class:`~jaxpayne.io.spectrum.Spectrum`
 (one file may hold several spectra); :func:`read_spectra` reads many, combines GALAH CCD files of
-the same star and can collect bad files instead of stopping. Every problem with a file surfaces as
-a one-line :class:`~jaxpayne.io.spectrum.SpectrumFormatError` ``"<path>: <problem>"``.
+the same star and can collect bad files instead of stopping; :func:`iter_spectra` does the same
+lazily, file by file, for survey-sized inputs. Every problem with a file surfaces as a one-line
+:class:`~jaxpayne.io.spectrum.SpectrumFormatError` ``"<path>: <problem>"``.
 
 Formats (``format=``; detected from the content when omitted):
 
@@ -25,9 +26,9 @@ import io
 import os
 import warnings
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,10 +38,12 @@ from jaxpayne.io.spectrum import Spectrum, SpectrumFormatError, _to_angstrom
 
 __all__ = [
     "FORMATS",
+    "ReadFailure",
     "SpectrumList",
     "SpectrumReadWarning",
     "detect_format",
     "from_specutils",
+    "iter_spectra",
     "load_wavelength",
     "read_spectra",
     "read_spectrum",
@@ -94,6 +97,18 @@ class SpectrumList(list):
     def __init__(self, spectra: Iterable[Spectrum] = (), failures: Iterable[tuple[str, str]] = ()):
         super().__init__(spectra)
         self.failures: list[tuple[str, str]] = list(failures)
+
+
+class ReadFailure(NamedTuple):
+    """A file :func:`iter_spectra` could not read, yielded where its spectra would have been.
+
+    Attributes:
+        source: the file's path.
+        message: one line ``"<path>: <problem>"``.
+    """
+
+    source: str
+    message: str
 
 
 # ------------------------------------------------------------------------------ wavelength grids
@@ -867,15 +882,9 @@ def read_spectra(paths, *, on_error: str = "raise", group_galah: bool = True, **
     Returns:
         A :class:`SpectrumList` (a list of spectra with a ``.failures`` attribute).
     """
-    if on_error not in ("raise", "warn", "skip"):
-        raise ValueError(f"on_error must be 'raise', 'warn' or 'skip', got {on_error!r}")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    _check_options(
-        kw.get("format"), {k: v for k, v in kw.items() if k not in ("format", "wavelength", "hdu", "medium")}
-    )
-    if kw.get("wavelength") is not None:
-        kw["wavelength"] = load_wavelength(kw["wavelength"])
+    kw = _batch_options(on_error, kw)
     spectra: list[Spectrum] = []
     failures: list[tuple[str, str]] = []
 
@@ -911,6 +920,113 @@ def read_spectra(paths, *, on_error: str = "raise", group_galah: bool = True, **
                 for j in members:
                     fail(spectra[j].source, exc)
     return SpectrumList(out, failures)
+
+
+def iter_spectra(
+    paths, *, on_error: str = "skip", wavelength=None, group_galah: bool = True, **kw
+) -> Iterator[Spectrum | ReadFailure]:
+    """Read files lazily, one at a time: the streaming form of :func:`read_spectra`.
+
+    Made for survey-sized inputs (``jaxpayne fit`` uses it): a file is read only when the consumer
+    asks for its spectra, so :func:`jaxpayne.fitting.fit_spectra` starts fitting after the first
+    batch, and only the spectra of the current file (or of the current GALAH star's CCDs) are held
+    here. Arguments are checked (and a ``wavelength`` file loaded) at the call, before any file is
+    read.
+
+    GALAH CCD files of one star are combined as in :func:`read_spectra`. For that they must be
+    read one after the other: files named ``<sobject_id><ccd>.fits`` in the same directory are
+    therefore moved up next to the first of them; every other file keeps its place. CCD spectra of
+    one star (same directory and sobject_id) read in a row are combined; a broken group (e.g. the
+    same CCD twice) gives a failure for each of its files.
+
+    Args:
+        paths: file paths (a single path is accepted too); with ``group_galah`` they are
+            gathered into a list first (paths only, no data).
+        on_error: ``"skip"`` yields a :class:`ReadFailure` in place of a bad file; ``"warn"``
+            does the same and also emits a :class:`SpectrumReadWarning`; ``"raise"`` raises the
+            :class:`SpectrumFormatError` when the bad file is reached.
+        wavelength: wavelength grid [Å] for files that carry none (array or file, loaded once).
+        group_galah: combine the CCDs of one GALAH star (default True).
+        **kw: passed to :func:`read_spectrum` (``format``, ``medium``, options).
+
+    Returns:
+        An iterator over :class:`Spectrum` objects and, in input order among them, a
+        :class:`ReadFailure` for each file that could not be read (keep the
+        ``isinstance(item, Spectrum)`` items for spectra only).
+
+    Example:
+        >>> for item in iter_spectra(paths):  # doctest: +SKIP
+        ...     if isinstance(item, ReadFailure):
+        ...         print("skipped", item.message)
+    """
+    kw = _batch_options(on_error, dict(kw, wavelength=wavelength))
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if group_galah:
+        paths = _galah_ccds_together(paths)
+    return _iter_spectra(paths, on_error, group_galah, kw)
+
+
+def _batch_options(on_error: str, kw: dict) -> dict:
+    """Check the arguments of a many-file read; load a ``wavelength`` file once for all."""
+    if on_error not in ("raise", "warn", "skip"):
+        raise ValueError(f"on_error must be 'raise', 'warn' or 'skip', got {on_error!r}")
+    _check_options(
+        kw.get("format"), {k: v for k, v in kw.items() if k not in ("format", "wavelength", "hdu", "medium")}
+    )
+    if kw.get("wavelength") is not None:
+        kw = dict(kw, wavelength=load_wavelength(kw["wavelength"]))
+    return kw
+
+
+def _galah_ccds_together(paths) -> list:
+    """``paths`` in order, except that GALAH CCD files of one star (same directory and sobject_id
+    in the file name) are moved up to follow the first of them."""
+    groups: dict[Any, list] = {}
+    for i, path in enumerate(paths):
+        parts = C.galah_name_parts(path) if isinstance(path, (str, os.PathLike)) else None
+        key = (str(Path(path).absolute().parent), parts[0]) if parts else i
+        groups.setdefault(key, []).append(path)
+    return [path for group in groups.values() for path in group]
+
+
+def _iter_spectra(paths, on_error: str, group_galah: bool, kw: dict) -> Iterator[Spectrum | ReadFailure]:
+    star: list[Spectrum] = []  # CCD spectra of one GALAH star read in a row, not yet combined
+
+    def failure(source, exc) -> ReadFailure:
+        if on_error == "raise":
+            raise exc
+        if on_error == "warn":
+            warnings.warn(str(exc), SpectrumReadWarning, stacklevel=3)
+        return ReadFailure(str(source), str(exc))
+
+    def finish_star():
+        ccds = star.copy()
+        star.clear()
+        if len(ccds) == 1:
+            yield ccds[0]
+        elif ccds:
+            try:
+                yield surveys.combine_galah(ccds)
+            except SpectrumFormatError as exc:
+                for ccd in ccds:
+                    yield failure(ccd.source, exc)
+
+    for path in paths:
+        try:
+            spectra = read_spectrum(path, **kw)
+        except SpectrumFormatError as exc:  # named as the spectra read from it would be
+            yield failure(Path(path) if isinstance(path, (str, os.PathLike)) else path, exc)
+            continue
+        for spectrum in spectra:
+            key = surveys.galah_group_key(spectrum) if group_galah else None
+            if star and key != surveys.galah_group_key(star[0]):
+                yield from finish_star()
+            if key is None:
+                yield spectrum
+            else:
+                star.append(spectrum)
+    yield from finish_star()
 
 
 # ------------------------------------------------------------------------------ specutils
