@@ -19,6 +19,9 @@ __all__ = ["Flags", "Fitter", "BatchFit"]
 
 #: Reciprocal condition number below which a Fisher matrix counts as singular.
 SINGULAR_RCOND = 1e-10
+#: Reciprocal condition number (unit-scaled coordinates) below which a Fisher matrix computed in
+#: float32 is formed again in float64 from its Jacobian.
+RECHECK_RCOND = 1e-4
 #: Fraction of a parameter's range within which a best fit "sits on a bound".
 BOUND_TOLERANCE = 1e-3
 #: Levenberg–Marquardt iterations spent on each start before the best one is refined.
@@ -257,15 +260,17 @@ class Fitter:
         return self._finish(obs, final, 0, prepared)
 
     def _finish(self, obs, final, n_explore, prepared):
+        import jax
         import jax.numpy as jnp
 
         fm = self.forward
         dtype = obs.flux.dtype
         scale = jnp.asarray(self._scale, dtype)
         theta = final.x * scale + jnp.asarray(self._offset, dtype)
-        # the optimiser's last Jacobian (working coordinates → physical); it was evaluated at the
-        # returned point unless the iteration limit stopped a fit that was still moving
-        jac = final.jacobian / scale
+        # the optimiser's last Jacobian (in the unit-scaled working coordinates); it was evaluated
+        # at the returned point unless the iteration limit stopped a fit that was still moving
+        jac = final.jacobian
+        fisher = jnp.matmul(jac.T, jac, precision=jax.lax.Precision.HIGHEST)
         valid = prepared["valid"]
         n_pixels = jnp.sum(valid)
         cont = fm.continuum
@@ -278,12 +283,12 @@ class Fitter:
             n_marginal = jnp.sum(jnp.any((design != 0) & valid[:, None], axis=0))
         else:
             n_marginal = jnp.zeros((), jnp.int32)
-        # the Jacobian goes back whole: JᵀJ is formed in float64 on the host (float32 rounding in
-        # the product would hide singular directions)
-        return theta, jac, final.cost, n_pixels, n_marginal, final.n_iter + n_explore, final.converged
+        # JᵀJ in the working precision; where it looks ill-conditioned the host forms it again in
+        # float64 from the Jacobian (float32 rounding in the product can hide a singular direction)
+        return theta, jac, fisher, final.cost, n_pixels, n_marginal, final.n_iter + n_explore, final.converged
 
     # --------------------------------------------------------------------------- batches
-    def _refine_stragglers(self, observations, theta, jac, cost, n_pix, n_marginal, n_iter, converged):
+    def _refine_stragglers(self, observations, theta, jac, fisher, cost, n_pix, n_marginal, n_iter, converged):
         """Continue the spectra the first pass left unconverged, in a smaller batch (in place).
 
         Under ``vmap`` a while-loop runs until its slowest member stops, so a batch costs as much as
@@ -299,9 +304,11 @@ class Fitter:
         pick = np.concatenate([todo, np.full(size - todo.size, todo[0])])
         sub = jax.tree_util.tree_map(lambda a: a[pick], observations)
         u0 = (theta[pick] - self._offset) / self._scale
-        out = [np.asarray(a) for a in self._refine_batch(sub, u0)]
+        refined = self._refine_batch(sub, u0)
         k = todo.size
-        theta[todo], jac[todo], cost[todo] = out[0][:k], out[1][:k], out[2][:k]
+        jac[todo] = refined[1][:k]
+        out = [np.asarray(a) for a in refined[:1] + refined[2:]]
+        theta[todo], fisher[todo], cost[todo] = out[0][:k], out[1][:k], out[2][:k]
         n_pix[todo], n_marginal[todo] = out[3][:k], out[4][:k]
         n_iter[todo] += out[5][:k]
         converged[todo] = out[6][:k]
@@ -316,14 +323,25 @@ class Fitter:
         Returns:
             A :class:`BatchFit` of numpy arrays.
         """
-        out = [np.array(a) for a in self._fit_batch(observations, self._library)]
+        out = list(self._fit_batch(observations, self._library))
+        # the Jacobians stay on the device (only a few are ever needed here)
+        jac = _LazyRows(out[1])
+        out = [np.array(a) for a in out[:1]] + [jac] + [np.array(a) for a in out[2:]]
         self._refine_stragglers(observations, *out)
-        theta, jac, cost, n_pix, n_marginal, n_iter, converged = out
+        theta, _, fisher, cost, n_pix, n_marginal, n_iter, converged = out
         theta = theta.astype(np.float64)
         n_par = theta.shape[1]
-        jac = jac.astype(np.float64)
-        fisher = np.einsum("bpi,bpj->bij", jac, jac)
-        cov, singular = _invert_fisher(fisher, self._scale)
+        fisher = fisher.astype(np.float64)
+        # float32 products are exact enough for a well-conditioned Fisher matrix; the others are
+        # formed again in float64 from their Jacobians
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.linalg.eigvalsh(np.nan_to_num(0.5 * (fisher + np.swapaxes(fisher, 1, 2))))
+            doubtful = ~(w[:, 0] > RECHECK_RCOND * w[:, -1]) | ~np.all(np.isfinite(fisher), axis=(1, 2))
+        for b in np.flatnonzero(doubtful):
+            rows = jac[b].astype(np.float64)
+            fisher[b] = rows.T @ rows
+        d = self._scale[None, :, None] * self._scale[None, None, :]
+        cov, singular = _invert_fisher(fisher / d, self._scale)
         dof = n_pix.astype(np.int64) - n_par - n_marginal.astype(np.int64)
         finite = np.isfinite(cost) & np.all(np.isfinite(theta), axis=1)
         converged = converged.astype(bool) & finite
@@ -351,6 +369,22 @@ class Fitter:
         cov[few] = np.nan
         chi2 = np.where(few, np.nan, chi2)
         return BatchFit(theta, cov, chi2, n_pix.astype(np.int64), dof, n_iter.astype(np.int64), converged.astype(bool) & ~few, flags)
+
+
+class _LazyRows:
+    """A device array of per-spectrum Jacobians, copied to the host one spectrum at a time."""
+
+    def __init__(self, array):
+        self.array = array
+        self.updates: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, b: int) -> np.ndarray:
+        return self.updates[b] if b in self.updates else np.asarray(self.array[b])
+
+    def __setitem__(self, index, rows) -> None:
+        rows = np.asarray(rows)
+        for k, b in enumerate(np.atleast_1d(index)):
+            self.updates[int(b)] = rows[k]
 
 
 def _invert_fisher(fisher: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,10 +3,11 @@
 Minimises ``½‖r(x)‖²`` with the Jacobian from forward-mode autodiff. Steps solve
 ``(JᵀJ + λ diag(JᵀJ + δ)) Δ = −Jᵀr`` (Marquardt 1963 scaling), are projected onto the box
 ``[lower, upper]``, accepted when the cost drops (then λ shrinks) and rejected otherwise (λ
-grows). The fit has converged when the Gauss–Newton model predicts that the next step would lower
-the cost by less than the tolerance (checked before the step is tried, so the last iteration
-costs one Jacobian and no trial), or when an accepted step changed the cost or the parameters
-by less than the tolerances. The loop is a ``lax.while_loop`` so the whole fit jit-compiles and vmaps over spectra
+grows). Every trial point is evaluated together with its Jacobian (forward mode), which the next
+step needs whenever this one is accepted, so an iteration costs one linearisation. The fit has
+converged when the Gauss–Newton model at the current point predicts that a further step would
+lower the cost by less than the tolerance, or when an accepted step changed the cost or the
+parameters by less than the tolerances. The loop is a ``lax.while_loop`` so the whole fit jit-compiles and vmaps over spectra
 and starting points. Work in coordinates of order unity (see :class:`~jaxpayne.fitting.Fitter`).
 
 References: Levenberg 1944, Q. Appl. Math. 2, 164; Marquardt 1963, SIAM J. Appl. Math. 11, 431;
@@ -27,7 +28,7 @@ class LMOptions(NamedTuple):
     """Stopping rules and damping of :func:`levenberg_marquardt`.
 
     Attributes:
-        max_iter: maximum number of Jacobian evaluations.
+        max_iter: maximum number of evaluations with Jacobian, the start included (≥ 1).
         ftol: stop when an accepted step lowers the cost, or the next step is predicted to lower
             it, by less than ``ftol`` × cost.
         cost_atol: ... or by less than this absolute amount of χ² (statistically negligible).
@@ -54,11 +55,9 @@ class LMResult(NamedTuple):
     Attributes:
         x: best parameters (working coordinates), shape (n,).
         cost: ``Σ r²`` at ``x`` (twice the usual ½‖r‖²).
-        n_iter: Jacobian evaluations used.
+        n_iter: evaluations of the residuals with their Jacobian (the start counts as one).
         converged: a stopping rule other than ``max_iter`` fired.
-        jacobian: (m, n) Jacobian of the residuals at ``x_jacobian``.
-        x_jacobian: where ``jacobian`` was evaluated: ``x`` itself unless the last iteration
-            (at ``max_iter``) accepted a step.
+        jacobian: (m, n) Jacobian of the residuals at ``x``.
     """
 
     x: jax.Array
@@ -66,18 +65,27 @@ class LMResult(NamedTuple):
     n_iter: jax.Array
     converged: jax.Array
     jacobian: jax.Array
-    x_jacobian: jax.Array
+
+
+class _Model(NamedTuple):
+    """The Gauss–Newton model at a point, restricted to the free (not bound-held) parameters."""
+
+    free_grad: jax.Array
+    hess_free: jax.Array
+    diag: jax.Array
+    at_minimum: jax.Array
 
 
 class _State(NamedTuple):
     x: jax.Array
     cost: jax.Array
+    residual: jax.Array
+    jacobian: jax.Array
+    model: _Model
     damping: jax.Array
     n_iter: jax.Array
     converged: jax.Array
     done: jax.Array
-    jacobian: jax.Array
-    x_jacobian: jax.Array
 
 
 def levenberg_marquardt(
@@ -101,75 +109,73 @@ def levenberg_marquardt(
     x0 = jnp.clip(x0, lower, upper)
     dtype = x0.dtype
     eye = jnp.eye(x0.shape[0], dtype=dtype)
+    highest = jax.lax.Precision.HIGHEST  # full float32 products also on GPUs (TF32 loses ~1e-3)
 
-    def cost_of(x):
-        r = residual_fn(x)
-        return jnp.sum(r * r)
+    def linearize(x):
+        r, jvp_cols = jax.linearize(residual_fn, x)
+        return r, jax.vmap(jvp_cols, out_axes=1)(eye)  # (m, n)
+
+    def gauss_newton(x, cost, r, jac) -> _Model:
+        grad = jnp.matmul(jac.T, r, precision=highest)
+        hess = jnp.matmul(jac.T, jac, precision=highest)
+        diag = jnp.diag(hess) + jnp.finfo(dtype).eps * jnp.max(jnp.diag(hess)) + 1e-12
+        # parameters pushed against their bound by the gradient are frozen (active set); their
+        # gradient components do not count
+        active = ((x <= lower) & (grad > 0)) | ((x >= upper) & (grad < 0))
+        free_grad = jnp.where(active, 0.0, grad)
+        both = active[:, None] | active[None, :]
+        hess_free = jnp.where(both, 0.0, hess) + jnp.diag(jnp.where(active, diag, 0.0))
+        small_grad = jnp.max(jnp.abs(free_grad) / jnp.sqrt(diag)) < options.gtol * jnp.sqrt(cost + 1e-30)
+        # the full (undamped, unprojected) Gauss–Newton step predicts the cost still to gain:
+        # Σr² drops by −(2gᵀΔ + ΔᵀHΔ) = gᵀH⁻¹g; a projected step could predict a spurious small
+        # gain far from the minimum
+        newton = jnp.linalg.solve(hess_free + 1e-6 * jnp.diag(diag), -free_grad)
+        predicted = -(2.0 * free_grad @ newton + newton @ hess_free @ newton)
+        tolerance = jnp.maximum(options.cost_atol, options.ftol * cost)
+        at_minimum = (jnp.isfinite(predicted) & (predicted < tolerance) & jnp.isfinite(cost)) | small_grad
+        return _Model(free_grad, hess_free, diag, at_minimum)
 
     def cond(state):
         return (~state.done) & (state.n_iter < options.max_iter)
 
-    def jacobian_at(x):
-        r, jvp_cols = jax.linearize(residual_fn, x)
-        return r, jax.vmap(jvp_cols, out_axes=1)(eye)  # (m, n)
-
     def body(state):
-        r, jac = jacobian_at(state.x)
-        # full float32 products also on GPUs, whose default TF32 matmuls lose ~1e-3 relative
-        grad = jnp.matmul(jac.T, r, precision=jax.lax.Precision.HIGHEST)
-        hess = jnp.matmul(jac.T, jac, precision=jax.lax.Precision.HIGHEST)
-        diag = jnp.diag(hess) + jnp.finfo(dtype).eps * jnp.max(jnp.diag(hess)) + 1e-12
-        # projected gradient: components pushing against an active bound do not count
-        at_lower = (state.x <= lower) & (grad > 0)
-        at_upper = (state.x >= upper) & (grad < 0)
-        free_grad = jnp.where(at_lower | at_upper, 0.0, grad)
-        small_grad = jnp.max(jnp.abs(free_grad) / jnp.sqrt(diag)) < options.gtol * jnp.sqrt(state.cost + 1e-30)
-
-        # parameters held at a bound by the gradient are frozen for this step (active set)
-        active = at_lower | at_upper
-        both = active[:, None] | active[None, :]
-        hess_free = jnp.where(both, 0.0, hess) + jnp.diag(jnp.where(active, diag, 0.0))
-
-        def try_damping(damping):
-            a = hess_free + damping * jnp.diag(diag)
-            step = jnp.linalg.solve(a, -free_grad)
-            x_new = jnp.clip(state.x + step, lower, upper)
-            return x_new, cost_of(x_new)
-
-        # the full Gauss–Newton step (no damping) on the free parameters predicts how much cost
-        # is left to gain: Σr² drops by −(2gᵀΔ + ΔᵀHΔ) = gᵀ(H_free)⁻¹g
-        # (unprojected: a projected step can predict a spurious small gain far from the minimum)
-        newton = jnp.linalg.solve(hess_free + 1e-6 * jnp.diag(diag), -free_grad)
-        predicted = -(2.0 * free_grad @ newton + newton @ hess_free @ newton)
-        tolerance = jnp.maximum(options.cost_atol, options.ftol * state.cost)
-        at_minimum = jnp.isfinite(predicted) & (predicted < tolerance) & jnp.isfinite(state.cost)
-
-        x_new, cost_new = try_damping(state.damping)
-        finite = jnp.isfinite(cost_new)
-        accept = finite & (cost_new < state.cost) & ~at_minimum
+        model = state.model
+        a = model.hess_free + state.damping * jnp.diag(model.diag)
+        x_new = jnp.clip(state.x + jnp.linalg.solve(a, -model.free_grad), lower, upper)
+        # the trial point is linearised at once: an accepted step (the usual case) needs its
+        # Jacobian next, so each iteration costs one evaluation with its Jacobian and no more
+        r_new, jac_new = linearize(x_new)
+        cost_new = jnp.sum(r_new * r_new)
+        accept = jnp.isfinite(cost_new) & (cost_new < state.cost)
         drop = (state.cost - cost_new) / jnp.maximum(state.cost, jnp.finfo(dtype).tiny)
         moved = jnp.max(jnp.abs(x_new - state.x))
         tiny_drop = (drop < options.ftol) | (state.cost - cost_new < options.cost_atol)
-        converged = accept & (tiny_drop | (moved < options.xtol)) | small_grad | at_minimum
         x = jnp.where(accept, x_new, state.x)
         cost = jnp.where(accept, cost_new, state.cost)
+        r = jnp.where(accept, r_new, state.residual)
+        jac = jnp.where(accept, jac_new, state.jacobian)
         damping = jnp.where(accept, state.damping * options.damping_down, state.damping * options.damping_up)
+        model = gauss_newton(x, cost, r, jac)
+        converged = accept & (tiny_drop | (moved < options.xtol)) | model.at_minimum
         # a step rejected at enormous damping means we sit at a (possibly bounded) minimum
         stuck = (~accept) & (damping > 1e12) & jnp.isfinite(state.cost)
-        broken = ~jnp.isfinite(state.cost)  # NaN/inf at the start: give up, not "converged"
-        return _State(x, cost, damping, state.n_iter + 1, converged | stuck, converged | stuck | broken,
-                      jac, state.x)
+        return _State(x, cost, r, jac, model, damping, state.n_iter + 1, converged | stuck, converged | stuck)
 
-    r0 = residual_fn(x0)
+    r0, jac0 = linearize(x0)
+    cost0 = jnp.sum(r0 * r0)
+    finite = jnp.isfinite(cost0)
+    model0 = gauss_newton(x0, cost0, r0, jac0)
+    at_minimum = model0.at_minimum & finite
     init = _State(
         x0,
-        jnp.sum(r0 * r0),
+        cost0,
+        r0,
+        jac0,
+        model0,
         jnp.asarray(options.initial_damping, dtype),
-        jnp.asarray(0, jnp.int32),
-        jnp.asarray(False),
-        jnp.asarray(False),
-        jnp.zeros((r0.shape[0], x0.shape[0]), dtype),
-        x0,
+        jnp.asarray(1, jnp.int32),
+        at_minimum,
+        at_minimum | ~finite,  # NaN/inf at the start: give up, not "converged"
     )
     final = jax.lax.while_loop(cond, body, init)
-    return LMResult(final.x, final.cost, final.n_iter, final.converged, final.jacobian, final.x_jacobian)
+    return LMResult(final.x, final.cost, final.n_iter, final.converged, final.jacobian)

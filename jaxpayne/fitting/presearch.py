@@ -41,7 +41,7 @@ __all__ = ["TemplateLibrary", "build_library", "presearch"]
 #: Upper limit on the library's memory [bytes] (templates and their squares, float32).
 LIBRARY_MEMORY = 256 * 2**20
 #: Best-scoring templates whose velocity is refined before the final choice.
-CANDIDATES = 4
+CANDIDATES = 2
 
 
 class TemplateLibrary(NamedTuple):

@@ -90,6 +90,15 @@ def smooth_continuum(
         >>> pseudo = smooth_continuum(flux, ivar, wavelength, width=50.0)
         >>> normalized = flux / pseudo
     """
+    return _smooth_continuum(flux, ivar, wavelength, segment, width=width, n_segments=n_segments,
+                             wavelength_range=wavelength_range, bin_width=bin_width)[0]
+
+
+def _smooth_continuum(flux, ivar, wavelength, segment=None, *, width, n_segments, wavelength_range,
+                      bin_width=None, denominator=None):
+    """:func:`smooth_continuum`, also returning its denominator (the smoothed weights, which
+    depend only on ``ivar``): pass that back as ``denominator`` to smooth other spectra with
+    the same weights at half the cost."""
     flux = jnp.asarray(flux)
     dtype = flux.dtype
     ivar = jnp.asarray(ivar, dtype=dtype)
@@ -125,7 +134,7 @@ def smooth_continuum(
         grid = grid.at[flat_cell].add(x * (1.0 - t)).at[flat_cell + 1].add(x * t)
         return grid.reshape(n_segments, n_bins)
 
-    stacked = jnp.concatenate([deposit(value), deposit(weight)], axis=0)
+    stacked = deposit(value) if denominator is not None else jnp.concatenate([deposit(value), deposit(weight)])
     # Linear convolution with the centred kernel by FFT (XLA's CPU convolution is ~20x slower
     # for these shapes): zero padding of at least `taps` bins keeps wrap-around out.
     n_fft = 1 << int(math.ceil(math.log2(n_bins + 2 * taps + 1)))
@@ -134,16 +143,15 @@ def smooth_continuum(
     kernel_ft = jnp.asarray(np.fft.rfft(wrapped), jnp.result_type(dtype, jnp.complex64))
     smoothed = jnp.fft.irfft(jnp.fft.rfft(stacked, n=n_fft, axis=-1) * kernel_ft, n=n_fft, axis=-1)[:, :n_bins]
     smoothed = smoothed.astype(dtype)
-    numerator, denominator = smoothed[:n_segments], smoothed[n_segments:]
-
     def back(grid):
         flat = grid.reshape(-1)
         return flat[flat_cell] * (1.0 - t) + flat[flat_cell + 1] * t
 
-    num, den = back(numerator), back(denominator)
+    num = back(smoothed[:n_segments])
+    den = back(smoothed[n_segments:]) if denominator is None else jnp.asarray(denominator, dtype)
     floor = jnp.finfo(dtype).eps * jnp.max(den)
     good = den > floor
-    return jnp.where(good, num / jnp.where(good, den, 1.0), 1.0)
+    return jnp.where(good, num / jnp.where(good, den, 1.0), 1.0), den
 
 
 def chebyshev_design(wavelength, segment=None, ivar=None, *, n_segments: int = 1, degree: int = 4):

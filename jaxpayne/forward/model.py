@@ -35,9 +35,9 @@ from jaxpayne.forward.broadening import (
 )
 from jaxpayne.forward.continuum import (
     DEFAULT_FILTER_WIDTH,
+    _smooth_continuum,
     chebyshev_continuum,
     chebyshev_design,
-    smooth_continuum,
 )
 from jaxpayne.forward.doppler import SPEED_OF_LIGHT
 from jaxpayne.forward.grid import DEFAULT_GAP_FACTOR, WorkingGrid, working_grid
@@ -647,7 +647,8 @@ class ForwardModel:
         Returns:
             dict with ``valid`` (usable pixels), ``ivar``, ``data`` (zeroed where not valid),
             ``wavelength``, ``segment`` and, for the filter continuum, ``smooth_data`` (the
-            data's running mean).
+            data's running mean) and ``smooth_weight`` (the filter's denominator, shared with
+            the model's running mean).
         """
         ivar_raw = jnp.asarray(obs.ivar).astype(dtype)
         flux_raw = jnp.asarray(obs.flux).astype(dtype)
@@ -660,13 +661,15 @@ class ForwardModel:
             segment=jnp.asarray(obs.segment, jnp.int32),
         )
         if self.continuum.kind == "filter":
-            prepared["smooth_data"] = self._smooth(prepared["data"], prepared)
+            prepared["smooth_data"], prepared["smooth_weight"] = self._smooth(prepared["data"], prepared)
         return prepared
 
     def _smooth(self, flux, prepared):
-        return smooth_continuum(flux, prepared["ivar"], prepared["wavelength"], prepared["segment"],
-                                width=self.continuum.width, n_segments=self.n_segments,
-                                wavelength_range=self._filter_range())
+        """The running mean of ``flux`` with the data's weights, and the filter's denominator."""
+        return _smooth_continuum(flux, prepared["ivar"], prepared["wavelength"], prepared["segment"],
+                                 width=self.continuum.width, n_segments=self.n_segments,
+                                 wavelength_range=self._filter_range(),
+                                 denominator=prepared.get("smooth_weight"))
 
     def _normalize(self, theta, obs, emulator_error: bool, inflation, prepared: dict | None = None):
         """Shared core of normalized / residuals / loglike.
@@ -693,7 +696,7 @@ class ForwardModel:
             model_norm, data_norm, ivar_norm = model, data, ivar
         elif kind == "filter":
             smooth_data = prepared["smooth_data"]
-            smooth_model = self._smooth(model, prepared)
+            smooth_model = self._smooth(model, prepared)[0]
             model_norm = model / smooth_model
             data_norm = data / smooth_data
             ivar_norm = ivar * smooth_data**2
