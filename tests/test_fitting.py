@@ -217,3 +217,32 @@ def test_resume_keeps_duplicate_ids_and_journal_only_rows(emulator, tmp_path):
     journal.write_text("".join(json.dumps(r) + "\n" for r in rows))
     done = fit_spectra(emulator, twins, out=out, resume=True, **opts)
     assert len(done) == 3 and len(read_results(out)) == 3 and not journal.exists()
+
+
+def test_lm_nonfinite_jacobian_is_not_converged():
+    """A kink with an infinite derivative at the start: not reported as a converged fit."""
+    import jax.numpy as jnp
+
+    res = levenberg_marquardt(lambda x: jnp.array([jnp.sqrt(x[0]) - 1.0, x[1] - 2.0]), jnp.array([0.0, 0.0]),
+                              jnp.array([0.0, -jnp.inf]), jnp.array([jnp.inf, jnp.inf]))
+    assert not bool(res.converged)
+
+
+def test_lm_ill_conditioned_problem_reaches_its_minimum(x64):
+    """cond(JᵀJ) ~ 1e10: the convergence test must not stop at the start (true minimum χ² = 0)."""
+    import jax.numpy as jnp
+
+    res = levenberg_marquardt(lambda x: jnp.array([1e6 * (x[0] + x[1] - 1.0), 10.0 * (x[0] - x[1] - 0.5)]),
+                              jnp.array([0.5, 0.5]), jnp.zeros(2), jnp.ones(2))
+    assert bool(res.converged) and float(res.cost) < 0.01
+    np.testing.assert_allclose(res.x, [0.75, 0.25], atol=2e-3)
+
+
+def test_lm_heavily_damped_small_steps_are_not_convergence(x64):
+    """Far down a curved valley every damped step is small; that alone must not end the fit."""
+    import jax.numpy as jnp
+
+    opts = LMOptions(max_iter=200)
+    res = levenberg_marquardt(lambda x: jnp.array([1000.0 * (x[1] - x[0] ** 2), 1.0 - x[0]]), jnp.array([-1.2, 1.0]),
+                              jnp.full(2, -5.0), jnp.full(2, 5.0), opts)
+    assert not bool(res.converged) or float(res.cost) < 3 * opts.cost_atol

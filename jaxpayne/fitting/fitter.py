@@ -19,7 +19,7 @@ __all__ = ["Flags", "Fitter", "BatchFit"]
 
 #: Reciprocal condition number below which a Fisher matrix counts as singular.
 SINGULAR_RCOND = 1e-10
-#: Reciprocal condition number (unit-scaled coordinates) below which a Fisher matrix computed in
+#: Reciprocal condition number (after Jacobi scaling) below which a Fisher matrix computed in
 #: float32 is formed again in float64 from its Jacobian.
 RECHECK_RCOND = 1e-4
 #: Fraction of a parameter's range within which a best fit "sits on a bound".
@@ -238,7 +238,7 @@ class Fitter:
             return (rv - self._offset[k]) / self._scale[k]
 
         starts, _ = presearch(self.forward, library, obs, fit_rv=k is not None, rv_index=k, rv_to_u=rv_to_u,
-                              n_best=self.restarts)
+                              n_best=self.restarts, prepared=prepared)
         starts = starts.astype(obs.flux.dtype)
         if starts.shape[0] > 1:
             # explore: a few iterations from every start; then refine only the best to convergence
@@ -267,8 +267,7 @@ class Fitter:
         dtype = obs.flux.dtype
         scale = jnp.asarray(self._scale, dtype)
         theta = final.x * scale + jnp.asarray(self._offset, dtype)
-        # the optimiser's last Jacobian (in the unit-scaled working coordinates); it was evaluated
-        # at the returned point unless the iteration limit stopped a fit that was still moving
+        # the optimiser's Jacobian at the returned point, in the unit-scaled working coordinates
         jac = final.jacobian
         fisher = jnp.matmul(jac.T, jac, precision=jax.lax.Precision.HIGHEST)
         valid = prepared["valid"]
@@ -297,7 +296,10 @@ class Fitter:
         """
         import jax
 
-        todo = np.flatnonzero(~converged.astype(bool))
+        if self.lm_options.max_iter <= FIRST_PASS_ITERATIONS:
+            return
+        # a fit that failed at its start (non-finite cost) would fail again
+        todo = np.flatnonzero(~converged.astype(bool) & np.isfinite(cost))
         if todo.size == 0:
             return
         size = 1 << int(np.ceil(np.log2(todo.size)))
@@ -335,13 +337,15 @@ class Fitter:
         # float32 products are exact enough for a well-conditioned Fisher matrix; the others are
         # formed again in float64 from their Jacobians
         with np.errstate(invalid="ignore", divide="ignore"):
-            w = np.linalg.eigvalsh(np.nan_to_num(0.5 * (fisher + np.swapaxes(fisher, 1, 2))))
+            # conditioning after Jacobi scaling (independent of the parameters' units)
+            root = np.sqrt(np.clip(np.diagonal(fisher, axis1=1, axis2=2), 1e-300, None))
+            jacobi = fisher / root[:, :, None] / root[:, None, :]
+            w = np.linalg.eigvalsh(np.nan_to_num(0.5 * (jacobi + np.swapaxes(jacobi, 1, 2))))
             doubtful = ~(w[:, 0] > RECHECK_RCOND * w[:, -1]) | ~np.all(np.isfinite(fisher), axis=(1, 2))
         for b in np.flatnonzero(doubtful):
             rows = jac[b].astype(np.float64)
             fisher[b] = rows.T @ rows
-        d = self._scale[None, :, None] * self._scale[None, None, :]
-        cov, singular = _invert_fisher(fisher / d, self._scale)
+        cov, singular = _invert_fisher(fisher, self._scale, working=True)
         dof = n_pix.astype(np.int64) - n_par - n_marginal.astype(np.int64)
         finite = np.isfinite(cost) & np.all(np.isfinite(theta), axis=1)
         converged = converged.astype(bool) & finite
@@ -387,14 +391,21 @@ class _LazyRows:
             self.updates[int(b)] = rows[k]
 
 
-def _invert_fisher(fisher: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Laplace covariance from Fisher matrices (B, n, n), computed in unit-scaled coordinates.
+def _invert_fisher(fisher: np.ndarray, scale: np.ndarray, working: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Laplace covariance (physical units) from Fisher matrices (B, n, n), inverted in unit-scaled
+    coordinates (θ = offset + scale·u).
 
     Singular or ill-conditioned matrices (reciprocal condition < :data:`SINGULAR_RCOND`) are
     inverted on their well-determined subspace (eigenvalues clipped) and flagged, never NaN.
+
+    Args:
+        fisher: Fisher matrices in physical units, or in the unit-scaled coordinates if
+            ``working``.
+        scale: (n,) the scale of each parameter.
+        working: whether ``fisher`` is already in unit-scaled coordinates.
     """
     d = scale[None, :, None] * scale[None, None, :]
-    scaled = fisher * d
+    scaled = fisher if working else fisher * d
     scaled = 0.5 * (scaled + np.swapaxes(scaled, 1, 2))
     w, v = np.linalg.eigh(np.nan_to_num(scaled))
     top = np.max(np.abs(w), axis=1, keepdims=True)

@@ -6,9 +6,13 @@ Minimises ``½‖r(x)‖²`` with the Jacobian from forward-mode autodiff. Steps
 grows). Every trial point is evaluated together with its Jacobian (forward mode), which the next
 step needs whenever this one is accepted, so an iteration costs one linearisation. The fit has
 converged when the Gauss–Newton model at the current point predicts that a further step would
-lower the cost by less than the tolerance, or when an accepted step changed the cost or the
-parameters by less than the tolerances. The loop is a ``lax.while_loop`` so the whole fit jit-compiles and vmaps over spectra
-and starting points. Work in coordinates of order unity (see :class:`~jaxpayne.fitting.Fitter`).
+lower the cost by less than the tolerance; when an accepted step changed the cost or the
+parameters by less than the tolerances while the model predicts at most three times the tolerance
+is left; or when steps keep failing until λ > 1e12 (a minimum on a bound, or float rounding) and
+the model agrees (otherwise the fit stops unconverged).
+A non-finite cost or Jacobian at the start ends the fit unconverged. The loop is a
+``lax.while_loop``, so the whole fit jit-compiles and vmaps over spectra and starting points.
+Work in coordinates of order unity (see :class:`~jaxpayne.fitting.Fitter`).
 
 References: Levenberg 1944, Q. Appl. Math. 2, 164; Marquardt 1963, SIAM J. Appl. Math. 11, 431;
 Nocedal & Wright 2006, *Numerical Optimization*, §10.3.
@@ -73,6 +77,8 @@ class _Model(NamedTuple):
     free_grad: jax.Array
     hess_free: jax.Array
     diag: jax.Array
+    predicted: jax.Array
+    tolerance: jax.Array
     at_minimum: jax.Array
 
 
@@ -128,12 +134,15 @@ def levenberg_marquardt(
         small_grad = jnp.max(jnp.abs(free_grad) / jnp.sqrt(diag)) < options.gtol * jnp.sqrt(cost + 1e-30)
         # the full (undamped, unprojected) Gauss–Newton step predicts the cost still to gain:
         # Σr² drops by −(2gᵀΔ + ΔᵀHΔ) = gᵀH⁻¹g; a projected step could predict a spurious small
-        # gain far from the minimum
-        newton = jnp.linalg.solve(hess_free + 1e-6 * jnp.diag(diag), -free_grad)
-        predicted = -(2.0 * free_grad @ newton + newton @ hess_free @ newton)
+        # gain far from the minimum. The regularisation is at the working precision's rounding
+        # level, so a weak but real direction still predicts its gain.
+        newton = jnp.linalg.solve(hess_free + 10.0 * jnp.finfo(dtype).eps * jnp.diag(diag), -free_grad)
+        predicted = -(2.0 * jnp.dot(free_grad, newton, precision=highest)
+                      + jnp.dot(newton, jnp.matmul(hess_free, newton, precision=highest), precision=highest))
         tolerance = jnp.maximum(options.cost_atol, options.ftol * cost)
-        at_minimum = (jnp.isfinite(predicted) & (predicted < tolerance) & jnp.isfinite(cost)) | small_grad
-        return _Model(free_grad, hess_free, diag, at_minimum)
+        sound = jnp.isfinite(cost) & jnp.all(jnp.isfinite(jac)) & jnp.isfinite(predicted)
+        at_minimum = sound & ((predicted < tolerance) | small_grad)
+        return _Model(free_grad, hess_free, diag, jnp.where(sound, predicted, jnp.inf), tolerance, at_minimum)
 
     def cond(state):
         return (~state.done) & (state.n_iter < options.max_iter)
@@ -146,7 +155,9 @@ def levenberg_marquardt(
         # Jacobian next, so each iteration costs one evaluation with its Jacobian and no more
         r_new, jac_new = linearize(x_new)
         cost_new = jnp.sum(r_new * r_new)
-        accept = jnp.isfinite(cost_new) & (cost_new < state.cost)
+        # a non-finite Jacobian (a kink, a NaN) is rejected like a non-finite cost: the damping
+        # grows and the step shrinks back from it
+        accept = jnp.isfinite(cost_new) & jnp.all(jnp.isfinite(jac_new)) & (cost_new < state.cost)
         drop = (state.cost - cost_new) / jnp.maximum(state.cost, jnp.finfo(dtype).tiny)
         moved = jnp.max(jnp.abs(x_new - state.x))
         tiny_drop = (drop < options.ftol) | (state.cost - cost_new < options.cost_atol)
@@ -156,14 +167,19 @@ def levenberg_marquardt(
         jac = jnp.where(accept, jac_new, state.jacobian)
         damping = jnp.where(accept, state.damping * options.damping_down, state.damping * options.damping_up)
         model = gauss_newton(x, cost, r, jac)
-        converged = accept & (tiny_drop | (moved < options.xtol)) | model.at_minimum
+        # a small accepted step ends the fit only where the Gauss–Newton model agrees that little
+        # is left to gain (after rejections the damping makes every step small)
+        near = model.predicted < 3.0 * model.tolerance
+        converged = (accept & (tiny_drop | (moved < options.xtol)) & near) | model.at_minimum
         # a step rejected at enormous damping means we sit at a (possibly bounded) minimum
-        stuck = (~accept) & (damping > 1e12) & jnp.isfinite(state.cost)
-        return _State(x, cost, r, jac, model, damping, state.n_iter + 1, converged | stuck, converged | stuck)
+        stuck = (~accept) & (damping > 1e12) & jnp.isfinite(state.cost) & jnp.all(jnp.isfinite(model.free_grad))
+        # stuck counts as converged only where the model, too, sees (almost) nothing left to gain
+        return _State(x, cost, r, jac, model, damping, state.n_iter + 1, converged | (stuck & near),
+                      converged | stuck)
 
     r0, jac0 = linearize(x0)
     cost0 = jnp.sum(r0 * r0)
-    finite = jnp.isfinite(cost0)
+    finite = jnp.isfinite(cost0) & jnp.all(jnp.isfinite(jac0))
     model0 = gauss_newton(x0, cost0, r0, jac0)
     at_minimum = model0.at_minimum & finite
     init = _State(
@@ -175,7 +191,7 @@ def levenberg_marquardt(
         jnp.asarray(options.initial_damping, dtype),
         jnp.asarray(1, jnp.int32),
         at_minimum,
-        at_minimum | ~finite,  # NaN/inf at the start: give up, not "converged"
+        at_minimum | ~finite,  # NaN/inf cost or Jacobian at the start: give up, not "converged"
     )
     final = jax.lax.while_loop(cond, body, init)
     return LMResult(final.x, final.cost, final.n_iter, final.converged, final.jacobian)

@@ -40,6 +40,8 @@ __all__ = ["TemplateLibrary", "build_library", "presearch"]
 
 #: Upper limit on the library's memory [bytes] (templates and their squares, float32).
 LIBRARY_MEMORY = 256 * 2**20
+#: Templates evaluated at once while the library is built.
+BUILD_CHUNK = 16
 #: Best-scoring templates whose velocity is refined before the final choice.
 CANDIDATES = 2
 
@@ -76,27 +78,32 @@ def build_library(forward, theta: np.ndarray, u: np.ndarray, dtype=np.float32) -
 
     grid = forward.grid
     width = forward.continuum.width if forward.continuum.kind == "filter" else DEFAULT_FILTER_WIDTH
+    prefilter = bspline_prefilter(grid.fft_length)
+    # w = exp(−Δλ²/L²) is a Gaussian of σ = L/√2, here in working-grid nodes at each piece's centre
+    sigmas = [width / math.sqrt(2.0) / (math.exp(grid.starts[p] + 0.5 * grid.log_step * grid.lengths[p])
+                                        * grid.log_step) for p in range(grid.n_pieces)]
 
+    @jax.jit
+    @jax.vmap
     def samples(t):
         return forward._broadened(forward.parameters(t), jnp.float32, spline=False)
-
-    flat = np.asarray(jax.jit(jax.vmap(samples))(jnp.asarray(theta, jnp.float32)), np.float64)
-    spectra = flat.reshape(theta.shape[0], grid.n_pieces, grid.fft_length)
-    for p in range(grid.n_pieces):
-        # w = exp(−Δλ²/L²) is a Gaussian of σ = L/√2, here in working-grid nodes at the piece's
-        # centre; the padded piece is periodic (ramp padding), hence mode "wrap"
-        centre = math.exp(grid.starts[p] + 0.5 * grid.log_step * grid.lengths[p])
-        sigma = width / math.sqrt(2.0) / (centre * grid.log_step)
-        smooth = scipy.ndimage.gaussian_filter1d(spectra[:, p], sigma, axis=-1, mode="wrap", truncate=5.0)
-        spectra[:, p] = spectra[:, p] / np.where(np.abs(smooth) > 0, smooth, 1.0)
-    spectra = np.nan_to_num(spectra, nan=0.0, posinf=0.0, neginf=0.0)
-    prefilter = bspline_prefilter(grid.fft_length)
 
     def coefficients(x):
         return np.fft.irfft(np.fft.rfft(x, axis=-1) * prefilter, n=grid.fft_length, axis=-1)
 
-    return TemplateLibrary(jnp.asarray(u, dtype), jnp.asarray(coefficients(spectra), dtype),
-                           jnp.asarray(coefficients(spectra**2), dtype))
+    spectra = np.empty((theta.shape[0], grid.n_pieces, grid.fft_length), dtype)
+    squares = np.empty_like(spectra)
+    for start in range(0, theta.shape[0], BUILD_CHUNK):  # bounded host and device memory
+        part = np.asarray(samples(jnp.asarray(theta[start : start + BUILD_CHUNK], jnp.float32)), np.float64)
+        part = part.reshape(-1, grid.n_pieces, grid.fft_length)
+        for p, sigma in enumerate(sigmas):
+            # the padded piece is periodic (ramp padding), hence mode "wrap"
+            smooth = scipy.ndimage.gaussian_filter1d(part[:, p], sigma, axis=-1, mode="wrap", truncate=5.0)
+            part[:, p] = part[:, p] / np.where(np.abs(smooth) > 0, smooth, 1.0)
+        part = np.nan_to_num(part, nan=0.0, posinf=0.0, neginf=0.0)
+        spectra[start : start + BUILD_CHUNK] = coefficients(part)
+        squares[start : start + BUILD_CHUNK] = coefficients(part**2)
+    return TemplateLibrary(jnp.asarray(u, dtype), jnp.asarray(spectra), jnp.asarray(squares))
 
 
 def library_size(requested: int, n_nodes: int) -> int:
@@ -115,7 +122,7 @@ def _correlate(deposit_ft, template, template_square, n: int):
 
 
 def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index: int | None,
-              rv_to_u, n_best: int = 1):
+              rv_to_u, n_best: int = 1, prepared: dict | None = None):
     """Radial velocity and label start(s) of one spectrum (pure; vmap over spectra).
 
     Args:
@@ -126,6 +133,8 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
         rv_index: column of rv in the working coordinates (None when rv is fixed).
         rv_to_u: function rv [km/s] → working coordinate of rv.
         n_best: number of starts returned (the best templates, best first).
+        prepared: the forward model's data side (:meth:`~jaxpayne.forward.ForwardModel._prepare`)
+            when it already holds the data's running mean for this filter width.
 
     Returns:
         (n_best, n) starts in working coordinates, and the (n_best,) pre-search χ² of each.
@@ -141,8 +150,11 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
     valid = (ivar > 0) & jnp.isfinite(ivar) & jnp.isfinite(flux)
     ivar = jnp.where(valid, ivar, 0.0)
     flux = jnp.where(valid, flux, 0.0)
-    smooth = smooth_continuum(flux, ivar, wavelength, obs.segment, width=width,
-                              n_segments=forward.n_segments, wavelength_range=forward._filter_range())
+    if prepared is not None and "smooth_data" in prepared:
+        smooth = prepared["smooth_data"]
+    else:
+        smooth = smooth_continuum(flux, ivar, wavelength, obs.segment, width=width,
+                                  n_segments=forward.n_segments, wavelength_range=forward._filter_range())
     smooth = jnp.where(valid & (jnp.abs(smooth) > 0), smooth, 1.0)
     data = flux / smooth
     weight = ivar * smooth**2
@@ -152,15 +164,18 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
     which, offset = forward._positions(wavelength, jnp.asarray(0.0, dtype), dtype)
     lower = jnp.asarray(grid.spline_lower, dtype)[which]
     upper = jnp.asarray(grid.spline_upper, dtype)[which]
-    position = jnp.asarray(grid.anchor_flat)[which] + jnp.clip(offset, lower, upper)
+    base = jnp.asarray(grid.anchor_flat)[which]  # integer part kept apart: float32 precision
+    offset = jnp.clip(offset, lower, upper)
     values = jnp.stack([weight * data, weight])  # (2, n_pix)
+    last = n_pieces * n - 1
 
     def deposit_at(shift):
         """Σ_i v_i T(p_i − shift) = Σ_j D_j T_j: the data deposited at their shifted positions."""
-        where = position - shift
-        cell = jnp.floor(where)
-        taps = cubic_bspline_weights(where - cell)  # (n_pix, 4): nodes cell−1 … cell+2
-        first = cell.astype(jnp.int32) - 1
+        where = offset - shift
+        whole = jnp.floor(where)
+        taps = cubic_bspline_weights(where - whole)  # (n_pix, 4): nodes p−1 … p+2
+        # pixels the model can reach stay inside their piece; clipping guards the others
+        first = jnp.clip(base + whole.astype(jnp.int32) - 1, 0, last - 3)
         grid_values = jnp.zeros((2, n_pieces * n), dtype)
         for k in range(4):
             grid_values = grid_values.at[:, first + k].add(values * taps[:, k])
