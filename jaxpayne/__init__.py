@@ -37,6 +37,7 @@ _LAZY = {
     "Spectrum": "jaxpayne.io",
     "read_spectrum": "jaxpayne.io",
     "read_spectra": "jaxpayne.io",
+    "iter_spectra": "jaxpayne.io",
     "data_dir": "jaxpayne.datasets",
     "data_file": "jaxpayne.datasets",
 }
@@ -47,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from jaxpayne.datasets import data_dir, data_file
     from jaxpayne.fitting import Fitter, Flags, fit_spectra
     from jaxpayne.forward import ForwardModel, Observation
-    from jaxpayne.io import Spectrum, read_spectra, read_spectrum
+    from jaxpayne.io import Spectrum, iter_spectra, read_spectra, read_spectrum
     from jaxpayne.grids import GridFormatError, TrainingSet, read_training_set
     from jaxpayne.labels import LabelSpec
     from jaxpayne.model import Model, ModelFileError, load_model
