@@ -246,3 +246,22 @@ def test_lm_heavily_damped_small_steps_are_not_convergence(x64):
     res = levenberg_marquardt(lambda x: jnp.array([1000.0 * (x[1] - x[0] ** 2), 1.0 - x[0]]), jnp.array([-1.2, 1.0]),
                               jnp.full(2, -5.0), jnp.full(2, 5.0), opts)
     assert not bool(res.converged) or float(res.cost) < 3 * opts.cost_atol
+
+
+def test_n_pixels_counts_only_pixels_in_the_likelihood(emulator):
+    """With the filter continuum, a segment of exact zeros (running mean 0) carries no weight: it
+    must not count in n_pixels or dof."""
+    from jaxpayne.forward import pad_observations
+
+    spectra, _, _ = simulate(emulator, 1, seed=4)
+    spec = spectra[0]
+    half = spec.wavelength.size // 2
+    segment = (np.arange(spec.wavelength.size) >= half).astype(np.int32)
+    flux = np.where(segment == 1, 0.0, spec.flux)
+    fitter = Fitter(emulator, rv=True, max_rv=100.0, continuum="filter", n_segments=2, emulator_error=False,
+                    templates=8)
+    obs = fitter.forward.observation(spec.wavelength, flux, spec.ivar, segment=segment, outside="mask")
+    result = fitter.fit(pad_observations([obs]))
+    used = int(np.sum((np.asarray(obs.ivar) > 0) & (segment == 0)))
+    assert result.n_pixels[0] == used
+    assert result.dof[0] == used - fitter.forward.n_params

@@ -270,7 +270,7 @@ class Fitter:
         # the optimiser's Jacobian at the returned point, in the unit-scaled working coordinates
         jac = final.jacobian
         fisher = jnp.matmul(jac.T, jac, precision=jax.lax.Precision.HIGHEST)
-        valid = prepared["valid"]
+        valid = fm._used(prepared)
         n_pixels = jnp.sum(valid)
         cont = fm.continuum
         if cont.kind == "cheb" and not cont.free:

@@ -664,6 +664,13 @@ class ForwardModel:
             prepared["smooth_data"], prepared["smooth_weight"] = self._smooth(prepared["data"], prepared)
         return prepared
 
+    def _used(self, prepared) -> jax.Array:
+        """Pixels that enter the likelihood (as in :meth:`_normalize`): the data-valid ones, less,
+        for the filter continuum, those whose running mean is 0 (normalised ivar 0)."""
+        if self.continuum.kind == "filter":
+            return prepared["valid"] & (prepared["smooth_data"] != 0)
+        return prepared["valid"]
+
     def _smooth(self, flux, prepared):
         """The running mean of ``flux`` with the data's weights, and the filter's denominator."""
         return _smooth_continuum(flux, prepared["ivar"], prepared["wavelength"], prepared["segment"],
