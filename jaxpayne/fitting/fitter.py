@@ -288,7 +288,9 @@ class Fitter:
 
     # --------------------------------------------------------------------------- batches
     def _refine_stragglers(self, observations, theta, jac, fisher, cost, n_pix, n_marginal, n_iter, converged):
-        """Continue the spectra the first pass left unconverged, in a smaller batch (in place).
+        """Continue the spectra the first pass left unconverged, in a smaller batch.
+
+        The numpy arrays are updated in place; the Jacobians (a device array) are returned.
 
         Under ``vmap`` a while-loop runs until its slowest member stops, so a batch costs as much as
         its worst spectrum. The first pass therefore stops at :data:`FIRST_PASS_ITERATIONS`; the few
@@ -297,23 +299,23 @@ class Fitter:
         import jax
 
         if self.lm_options.max_iter <= FIRST_PASS_ITERATIONS:
-            return
+            return jac
         # a fit that failed at its start (non-finite cost) would fail again
         todo = np.flatnonzero(~converged.astype(bool) & np.isfinite(cost))
         if todo.size == 0:
-            return
+            return jac
         size = 1 << int(np.ceil(np.log2(todo.size)))
         pick = np.concatenate([todo, np.full(size - todo.size, todo[0])])
         sub = jax.tree_util.tree_map(lambda a: a[pick], observations)
         u0 = (theta[pick] - self._offset) / self._scale
         refined = self._refine_batch(sub, u0)
         k = todo.size
-        jac[todo] = refined[1][:k]
         out = [np.asarray(a) for a in refined[:1] + refined[2:]]
         theta[todo], fisher[todo], cost[todo] = out[0][:k], out[1][:k], out[2][:k]
         n_pix[todo], n_marginal[todo] = out[3][:k], out[4][:k]
         n_iter[todo] += out[5][:k]
         converged[todo] = out[6][:k]
+        return jac.at[todo].set(refined[1][:k])
 
     def fit(self, observations) -> BatchFit:
         """Fit a batch of observations (an :class:`~jaxpayne.forward.Observation` with a leading
@@ -327,9 +329,8 @@ class Fitter:
         """
         out = list(self._fit_batch(observations, self._library))
         # the Jacobians stay on the device (only a few are ever needed here)
-        jac = _LazyRows(out[1])
-        out = [np.array(a) for a in out[:1]] + [jac] + [np.array(a) for a in out[2:]]
-        self._refine_stragglers(observations, *out)
+        out = [a if i == 1 else np.array(a) for i, a in enumerate(out)]
+        jac = self._refine_stragglers(observations, *out)
         theta, _, fisher, cost, n_pix, n_marginal, n_iter, converged = out
         theta = theta.astype(np.float64)
         n_par = theta.shape[1]
@@ -343,7 +344,7 @@ class Fitter:
             w = np.linalg.eigvalsh(np.nan_to_num(0.5 * (jacobi + np.swapaxes(jacobi, 1, 2))))
             doubtful = ~(w[:, 0] > RECHECK_RCOND * w[:, -1]) | ~np.all(np.isfinite(fisher), axis=(1, 2))
         for b in np.flatnonzero(doubtful):
-            rows = jac[b].astype(np.float64)
+            rows = np.asarray(jac[b], np.float64)
             fisher[b] = rows.T @ rows
         cov, singular = _invert_fisher(fisher, self._scale, working=True)
         dof = n_pix.astype(np.int64) - n_par - n_marginal.astype(np.int64)
@@ -373,22 +374,6 @@ class Fitter:
         cov[few] = np.nan
         chi2 = np.where(few, np.nan, chi2)
         return BatchFit(theta, cov, chi2, n_pix.astype(np.int64), dof, n_iter.astype(np.int64), converged.astype(bool) & ~few, flags)
-
-
-class _LazyRows:
-    """A device array of per-spectrum Jacobians, copied to the host one spectrum at a time."""
-
-    def __init__(self, array):
-        self.array = array
-        self.updates: dict[int, np.ndarray] = {}
-
-    def __getitem__(self, b: int) -> np.ndarray:
-        return self.updates[b] if b in self.updates else np.asarray(self.array[b])
-
-    def __setitem__(self, index, rows) -> None:
-        rows = np.asarray(rows)
-        for k, b in enumerate(np.atleast_1d(index)):
-            self.updates[int(b)] = rows[k]
 
 
 def _invert_fisher(fisher: np.ndarray, scale: np.ndarray, working: bool = False) -> tuple[np.ndarray, np.ndarray]:

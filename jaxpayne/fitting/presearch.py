@@ -133,8 +133,8 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
         rv_index: column of rv in the working coordinates (None when rv is fixed).
         rv_to_u: function rv [km/s] → working coordinate of rv.
         n_best: number of starts returned (the best templates, best first).
-        prepared: the forward model's data side (:meth:`~jaxpayne.forward.ForwardModel._prepare`)
-            when it already holds the data's running mean for this filter width.
+        prepared: the forward model's data side (:meth:`~jaxpayne.forward.ForwardModel._prepare`),
+            computed here when not given; its running mean of the data is used when it has one.
 
     Returns:
         (n_best, n) starts in working coordinates, and the (n_best,) pre-search χ² of each.
@@ -142,24 +142,21 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
     grid = forward.grid
     n_pieces, n = grid.n_pieces, grid.fft_length
     dtype = library.spectra.dtype
-    width = forward.continuum.width if forward.continuum.kind == "filter" else DEFAULT_FILTER_WIDTH
 
-    ivar = jnp.asarray(obs.ivar).astype(dtype)
-    flux = jnp.asarray(obs.flux).astype(dtype)
-    wavelength = jnp.asarray(obs.wavelength).astype(dtype)
-    valid = (ivar > 0) & jnp.isfinite(ivar) & jnp.isfinite(flux)
-    ivar = jnp.where(valid, ivar, 0.0)
-    flux = jnp.where(valid, flux, 0.0)
-    if prepared is not None and "smooth_data" in prepared:
-        smooth = prepared["smooth_data"]
-    else:
-        smooth = smooth_continuum(flux, ivar, wavelength, obs.segment, width=width,
+    if prepared is None:
+        prepared = forward._prepare(obs, dtype)
+    valid = prepared["valid"]
+    ivar, flux, wavelength = (prepared[key].astype(dtype) for key in ("ivar", "data", "wavelength"))
+    smooth = prepared.get("smooth_data")
+    if smooth is None:  # another continuum treatment: the filter of the default width
+        smooth = smooth_continuum(flux, ivar, wavelength, prepared["segment"], width=DEFAULT_FILTER_WIDTH,
                                   n_segments=forward.n_segments, wavelength_range=forward._filter_range())
+    smooth = smooth.astype(dtype)
     smooth = jnp.where(valid & (jnp.abs(smooth) > 0), smooth, 1.0)
     data = flux / smooth
     weight = ivar * smooth**2
 
-    # rest-frame positions (flat working-grid index) and the linear deposit onto the grid
+    # rest-frame positions on the working grid and the cubic B-spline deposit there
     fixed_rv = forward.fixed.get("rv", 0.0) if not fit_rv else 0.0
     which, offset = forward._positions(wavelength, jnp.asarray(0.0, dtype), dtype)
     lower = jnp.asarray(grid.spline_lower, dtype)[which]

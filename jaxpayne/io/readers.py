@@ -351,6 +351,19 @@ def _rows(arr, k, n, what, where):
     raise SpectrumFormatError(f"{where}: {what} has shape {a.shape}, flux has {(k, n) if k > 1 else (n,)}")
 
 
+def _optional_arrays(lookup) -> dict:
+    """The optional per-pixel arrays of :func:`_assemble`, each found by ``lookup(candidate names)``
+    (None when absent)."""
+    return {
+        "ivar": lookup(C.IVAR_NAMES),
+        "var": lookup(C.VARIANCE_NAMES),
+        "err": lookup(C.ERROR_NAMES),
+        "mask": lookup(C.MASK_NAMES),
+        "good": lookup(C.GOOD_MASK_NAMES),
+        "segment": lookup(C.SEGMENT_NAMES),
+    }
+
+
 def _assemble(
     where: str,
     *,
@@ -497,12 +510,7 @@ def _read_fits_table(
                 str(path),
                 wave=wave,
                 flux=flux,
-                ivar=col(C.IVAR_NAMES),
-                var=col(C.VARIANCE_NAMES),
-                err=col(C.ERROR_NAMES),
-                mask=col(C.MASK_NAMES),
-                good=col(C.GOOD_MASK_NAMES),
-                segment=col(C.SEGMENT_NAMES),
+                **_optional_arrays(col),
                 medium=_choose_medium(medium, detected, meta),
                 ids=_default_ids(stem_id, n_spectra, id_col),
                 meta=meta,
@@ -641,14 +649,7 @@ def _read_npz(path: Path, *, wavelength=None, medium=None, estimate_missing_erro
             stored = str(np.asarray(z["medium"]).reshape(-1)[0]).strip().lower()
             if stored in ("air", "vacuum"):
                 detected = stored
-        arrays = dict(
-            ivar=get(C.IVAR_NAMES),
-            var=get(C.VARIANCE_NAMES),
-            err=get(C.ERROR_NAMES),
-            mask=get(C.MASK_NAMES),
-            good=get(C.GOOD_MASK_NAMES),
-            segment=get(C.SEGMENT_NAMES),
-        )
+        arrays = _optional_arrays(get)
         given_ids = get(_ID_KEYS)
     C.check_wavelength_plausible(np.asarray(wave, dtype=np.float64), str(path), "the wavelength array")
     k = 1 if flux.ndim == 1 else flux.shape[0]
@@ -735,12 +736,7 @@ def _read_text(path: Path, *, wavelength=None, medium=None, estimate_missing_err
         str(path),
         wave=wave,
         flux=table[:, lower.index(fname)],
-        ivar=column(C.IVAR_NAMES),
-        var=column(C.VARIANCE_NAMES),
-        err=column(C.ERROR_NAMES),
-        mask=column(C.MASK_NAMES),
-        good=column(C.GOOD_MASK_NAMES),
-        segment=column(C.SEGMENT_NAMES),
+        **_optional_arrays(column),
         medium=_choose_medium(medium, detected, meta),
         ids=[path.stem],
         meta=meta,
