@@ -124,7 +124,10 @@ def run(args):
     # ---------------------------------------------------------------- baseline: curve_fit
     fitter = new_fitter(1)
     fm = fitter.forward
-    residual = jax.jit(lambda theta, obs: fm._residuals_impl(theta, obs, False, 1.0))
+    from jaxpayne.forward import LikelihoodSettings, residuals
+
+    no_error = LikelihoodSettings(emulator_error=False)
+    residual = jax.jit(lambda theta, obs: residuals(fm, theta, obs, settings=no_error))
     residual(fm.initial, observations64[0]).block_until_ready()
     rv_col = fm.param_names.index("rv")
     n_lab = lo.size

@@ -28,7 +28,6 @@ def main():
     import jaxpayne
     from jaxpayne.datasets import data_file
     from jaxpayne.fitting import Fitter, fit_spectra
-    from jaxpayne.fitting.run import _observation
     from jaxpayne.io import read_spectrum
     from jaxpayne.plotting import plot_fit
 
@@ -50,7 +49,9 @@ def main():
         text = "  ".join(f"{n}={row[n]:.3f}±{row[n + '_err']:.3f}" for n in names)
         print(f"{row['id']}: {text}  chi2_red={row['chi2_red']:.2f}  n_pix={row['n_pixels']}  flags={row['flags']} "
               f"({row['message']})")
-        obs, _ = _observation(fitter, spectrum)
+        obs = fitter.observation(spectrum.wavelength, np.where(spectrum.good, spectrum.flux, 0.0),
+                                 np.where(spectrum.good, spectrum.ivar, 0.0), segment=spectrum.segment,
+                                 medium=spectrum.medium)
         theta = np.array([row[n] for n in names])
         fig = plot_fit(fitter, theta, obs, title=f"{row['id']}: {text}, χ²/dof={row['chi2_red']:.2f}")
         path = out / f"{row['id']}.png"

@@ -31,23 +31,23 @@ _LAZY = {
     "export_payne": "jaxpayne.payne_format",
     "ForwardModel": "jaxpayne.forward",
     "Observation": "jaxpayne.forward",
+    "make_observation": "jaxpayne.forward",
+    "pad_observations": "jaxpayne.forward",
     "Fitter": "jaxpayne.fitting",
     "Flags": "jaxpayne.fitting",
+    "LMOptions": "jaxpayne.fitting",
     "fit_spectra": "jaxpayne.fitting",
     "Spectrum": "jaxpayne.io",
     "read_spectrum": "jaxpayne.io",
     "read_spectra": "jaxpayne.io",
     "iter_spectra": "jaxpayne.io",
-    "data_dir": "jaxpayne.datasets",
-    "data_file": "jaxpayne.datasets",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jaxpayne.datasets import data_dir, data_file
-    from jaxpayne.fitting import Fitter, Flags, fit_spectra
-    from jaxpayne.forward import ForwardModel, Observation
+    from jaxpayne.fitting import Fitter, Flags, LMOptions, fit_spectra
+    from jaxpayne.forward import ForwardModel, Observation, make_observation, pad_observations
     from jaxpayne.io import Spectrum, iter_spectra, read_spectra, read_spectrum
     from jaxpayne.grids import GridFormatError, TrainingSet, read_training_set
     from jaxpayne.labels import LabelSpec

@@ -176,6 +176,13 @@ def _add_fit(sub):
     p.add_argument("--max-rv", type=float, default=300.0, help="rv search range +-km/s (default 300)")
     p.add_argument("--vsini", action="store_true", help="fit rotational broadening vsini")
     p.add_argument("--vmacro", action="store_true", help="fit macroturbulence vmacro")
+    p.add_argument("--max-vsini", type=float, default=300.0,
+                   help="upper bound of vsini, km/s; also the rotational margin at the model's edges (default 300)")
+    p.add_argument("--max-vmacro", type=float, default=30.0,
+                   help="upper bound of vmacro, km/s (default 30)")
+    p.add_argument("--limb-darkening", type=float, default=0.6,
+                   help="linear limb-darkening coefficient of the rotation kernel (default 0.6, optical; "
+                   "use ~0.3-0.4 in the near infrared, e.g. APOGEE)")
     p.add_argument("--resolution", type=float, help="instrumental resolving power R (default: none applied)")
     p.add_argument("--continuum", default="filter", help="none | filter[:WIDTH_A] | cheb:N | cheb:N:free (default filter = 50 A)")
     p.add_argument("--templates", type=int, default=128,
@@ -187,6 +194,9 @@ def _add_fit(sub):
     p.add_argument("--batch", type=int, default=64, help="spectra per compiled batch (default 64)")
     p.add_argument("--no-emulator-error", action="store_true", help="do not add the model's validation error to the noise")
     p.add_argument("--inflate", type=float, default=1.0, help="factor on all uncertainties (default 1)")
+    p.add_argument("--error-floor", metavar="NAME=VALUE,...",
+                   help="systematic error floors added in quadrature in the <name>_err_scaled columns, "
+                   "e.g. teff=50,logg=0.1")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run: skip spectra already in --out")
     p.add_argument("--model-format", choices=["jaxpayne", "payne", "binspec"], help="format of an npz --model")
     p.add_argument("--model-labels", help="label names of an npz --model, comma-separated")
@@ -203,17 +213,15 @@ def _cmd_fit(args) -> int:
     from tqdm.auto import tqdm
 
     from jaxpayne.fitting import fit_spectra
-    from jaxpayne.io import ReadFailure, iter_spectra
+    from jaxpayne.io import iter_spectra
 
     model = _load_model_args(args, prefix="model_")
 
-    def warned(items):  # files are read as the fit goes: one warning line per bad file, when met
-        for item in items:
-            if isinstance(item, ReadFailure):
-                tqdm.write(f"jaxpayne: warning: {item.message}", file=sys.stderr)
-            yield item
+    def report(source, message):  # one warning line per bad input (file or spectrum), when met
+        line = message.splitlines()[0] if message else "failed"
+        tqdm.write(f"jaxpayne: warning: {line if source in line else f'{source}: {line}'}", file=sys.stderr)
 
-    spectra = warned(iter_spectra(args.spectra, on_error="skip", wavelength=args.wavelength))
+    spectra = iter_spectra(args.spectra, on_error="skip", wavelength=args.wavelength)
     first = next(spectra, None)  # reads the first file only
     if first is None:
         raise CLIError("no spectra to fit")
@@ -228,6 +236,9 @@ def _cmd_fit(args) -> int:
         max_rv=args.max_rv,
         vsini=args.vsini,
         vmacro=args.vmacro,
+        max_vsini=args.max_vsini,
+        max_vmacro=args.max_vmacro,
+        limb_darkening=args.limb_darkening,
         resolution=args.resolution,
         continuum=args.continuum,
         templates=args.templates,
@@ -235,10 +246,26 @@ def _cmd_fit(args) -> int:
         **({"n_segments": args.segments} if args.segments else {}),
         emulator_error=not args.no_emulator_error,
         inflation=args.inflate,
+        error_floor=_parse_floor(args.error_floor),
+        report=report,
     )
     n_bad = int(sum(1 for f in table["flags"] if f))
     print(f"wrote {len(table)} rows to {args.out} ({n_bad} flagged; flag bits in the table header)")
     return 0
+
+
+def _parse_floor(text: str | None) -> dict[str, float]:
+    """``"teff=50,logg=0.1"`` → ``{"teff": 50.0, "logg": 0.1}``."""
+    floor = {}
+    for part in filter(None, (text or "").split(",")):
+        name, sep, value = part.partition("=")
+        try:
+            floor[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or floor[name.strip()] < 0:
+            raise CLIError(f"--error-floor expects NAME=VALUE,... with values >= 0, got {part!r}")
+    return floor
 
 
 def _add_demo(sub):

@@ -1,7 +1,7 @@
 """The built-in end-to-end demonstration behind ``jaxpayne demo`` (no downloads).
 
-1. A mock training grid (:mod:`jaxpayne.mock`; a mock, not a synthesis code) of Teff, logg,
-   [Fe/H] and [Mg/Fe] on a log-uniform 15,200–15,400 Å grid (vacuum, 2 km/s pixels).
+1. A mock training grid (:mod:`jaxpayne.testing.mock`; a mock, not a synthesis code) of Teff,
+   logg, [Fe/H] and [Mg/Fe] on a log-uniform 15,200–15,400 Å grid (vacuum, 2 km/s pixels).
 2. A residual-MLP emulator trained on it, saved as one model file.
 3. Mock observed stars: the *true* mock spectra (not the emulator's) Doppler shifted, convolved
    with an R = 22,500 Gaussian LSF, resampled to APOGEE-like 4.1 km/s pixels, multiplied by a
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxpayne.forward.doppler import SPEED_OF_LIGHT
+
 __all__ = ["run_demo", "DEMO_BOX", "DEMO_RESOLUTION"]
 
 #: Label box of the demo grid: name → (lower, upper).
@@ -28,7 +30,6 @@ MODEL_RANGE, MODEL_STEP_KMS = (15200.0, 15400.0), 2.0
 OBS_RANGE, OBS_STEP_KMS = (15215.0, 15385.0), 4.14
 #: Largest |rv| of the mock stars [km/s].
 DEMO_MAX_RV = 60.0
-SPEED_OF_LIGHT = 299_792.458
 
 
 def _log_grid(lo: float, hi: float, step_kms: float) -> np.ndarray:
@@ -90,7 +91,7 @@ def run_demo(out: Path, *, n_train: int = 800, n_stars: int = 24, epochs: int = 
     from jaxpayne.fitting import fit_spectra
     from jaxpayne.grids import TrainingSet
     from jaxpayne.io import Spectrum
-    from jaxpayne.mock import mock_grid
+    from jaxpayne.testing import mock_grid
     from jaxpayne.training import train_emulator
 
     out = Path(out)
@@ -101,7 +102,7 @@ def run_demo(out: Path, *, n_train: int = 800, n_stars: int = 24, epochs: int = 
     wave = _log_grid(*MODEL_RANGE, MODEL_STEP_KMS)
     print(f"[1/4] mock training grid: {n_train} spectra x {wave.size} pixels, labels {list(names)} (a mock, not a synthesis code)")
     labels, flux = mock_grid(n_train, wave, names, lower, upper, seed=seed, sampling="sobol")
-    grid = TrainingSet(wave, labels, flux, names, source="jaxpayne.mock")
+    grid = TrainingSet(wave, labels, flux, names, source="jaxpayne.testing.mock")
 
     print(f"[2/4] training a residual-MLP emulator for {epochs} epochs")
     result = train_emulator(grid, emulator="resmlp", width=128, n_blocks=2, epochs=epochs, patience=None,

@@ -41,7 +41,10 @@ class TrainingSet:
         flux: ``(n_spectra, n_pixels)``.
         label_names: names of the label columns.
         label_units: units of the label columns (guessed from the names when empty).
-        ivar: optional inverse variance of ``flux`` (0 = pixel unusable), same shape.
+        ivar: optional inverse variance of ``flux`` [flux⁻²] (0 = pixel unusable), same shape: the
+            noise of observed spectra (data-driven sets). Training weights the loss with it, and
+            the validation error stored in the model is the excess over this noise (see
+            :func:`jaxpayne.training.validation_errors`).
         medium: ``"vacuum"`` or ``"air"``.
         source: where it was read from (for provenance).
     """

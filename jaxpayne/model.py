@@ -9,28 +9,52 @@ file. The file is HDF5 with this layout (``FORMAT_NAME``, version ``FORMAT_VERSI
 - dataset ``wavelength`` [Å];
 - group ``weights``: the network weights, one dataset per leaf of the Flax variable tree
   (``weights/params/<layer>/<name>``);
-- group ``validation`` (optional): per-pixel validation error spectra ``rms``, ``median_abs``,
-  ``p99_abs``.
+- group ``validation`` (optional): per-pixel validation error spectra ``rms`` (the emulator's own
+  error: for observed, noisy validation spectra the excess over their noise), ``rms_raw`` (as
+  measured; absent in older files), ``median_abs``, ``p99_abs``.
 
-It loads with h5py and numpy alone, without the training code.
+It loads with h5py and numpy alone, without the training code. :func:`load_model` also reads
+foreign formats (The Payne's and binspec's ``.npz`` networks) through a registry,
+:func:`register_format`, filled by the modules named in :data:`FORMAT_MODULES`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from jaxpayne.labels import LabelSpec
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Model", "ModelFileError", "load_model"]
+__all__ = [
+    "FORMAT_MODULES",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "Model",
+    "ModelFileError",
+    "ModelFormat",
+    "load_model",
+    "register_format",
+]
 
 FORMAT_NAME = "jaxpayne-model"
 FORMAT_VERSION = 1
 _MEDIA = ("vacuum", "air")
+#: Per-pixel validation error spectra written to the file's ``validation`` group.
+_VALIDATION_SPECTRA = ("rms", "rms_raw", "median_abs", "p99_abs")
+#: First bytes of every HDF5 file (the jaxpayne model format).
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: Bytes read from the start of a file for format detection.
+_MAGIC_LENGTH = 8
+
+#: Foreign model formats that ship with jaxpayne: format name → module that registers it with
+#: :func:`register_format` when imported. :func:`load_model` imports these modules on demand, so
+#: this module depends on none of them.
+FORMAT_MODULES = {"payne": "jaxpayne.payne_format", "binspec": "jaxpayne.payne_format"}
 
 
 class ModelFileError(ValueError):
@@ -49,8 +73,9 @@ class Model:
         wavelength: pixel wavelengths [Å], shape ``(n_pixels,)``, strictly increasing.
         medium: ``"vacuum"`` or ``"air"`` wavelengths.
         flux_kind: what the network predicts, e.g. ``"normalized"``.
-        validation: optional per-pixel validation errors: ``{"rms": (n_pixels,), "median_abs": ...,
-            "p99_abs": ...}`` plus scalar summaries under ``"summary"``.
+        validation: optional per-pixel validation errors: ``{"rms": (n_pixels,), "rms_raw": ...,
+            "median_abs": ..., "p99_abs": ...}`` plus scalar summaries under ``"summary"``
+            (see :func:`jaxpayne.training.validation_errors`).
         provenance: optional JSON-serialisable provenance (dataset hash, sizes, epochs, versions).
 
     Example:
@@ -127,7 +152,11 @@ class Model:
 
     @property
     def emulator_error(self) -> np.ndarray | None:
-        """Per-pixel rms validation error of the emulator ``(n_pixels,)``, or None if unknown."""
+        """Per-pixel rms validation error of the emulator ``(n_pixels,)``, or None if unknown.
+
+        For a model trained on observed spectra this is the rms in excess of their noise
+        (``validation["summary"]["rms_kind"]``); the fitter adds it in quadrature to the noise.
+        """
         rms = self.validation.get("rms")
         return None if rms is None else np.asarray(rms)
 
@@ -259,7 +288,7 @@ class Model:
             f.create_dataset("wavelength", data=self._wavelength)
             for key, value in flat.items():
                 f.create_dataset(f"weights/{key}", data=np.asarray(value), compression="gzip", shuffle=True)
-            for key in ("rms", "median_abs", "p99_abs"):
+            for key in _VALIDATION_SPECTRA:
                 if key in self.validation:
                     f.create_dataset(f"validation/{key}", data=np.asarray(self.validation[key], dtype=np.float32))
         os.replace(tmp, path)
@@ -356,6 +385,56 @@ def _json_default(obj):
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
+class ModelFormat(NamedTuple):
+    """A foreign model format that :func:`load_model` reads (see :func:`register_format`).
+
+    Attributes:
+        name: the format name, the value of ``load_model(format=...)``.
+        detect: ``detect(path, head) -> bool``: whether the file ``path``, whose first bytes are
+            ``head``, is in this format. It may raise :class:`ModelFileError` for a file that has
+            the format's container but not its content (e.g. an ``.npz`` of other arrays).
+        load: ``load(path, *, label_names=None, wavelength=None, **options) -> Model``.
+        description: what such a file is, for error messages (e.g. ``"a Payne-format .npz"``).
+    """
+
+    name: str
+    detect: Callable[[Path, bytes], bool]
+    load: Callable[..., Model]
+    description: str
+
+
+_FORMATS: dict[str, ModelFormat] = {}
+
+
+def register_format(name: str, detect: Callable[[Path, bytes], bool], load: Callable[..., Model], *,
+                    description: str = "") -> None:
+    """Teach :func:`load_model` a foreign model format.
+
+    The modules of :data:`FORMAT_MODULES` call this when imported; other code may register more.
+    Registering a name again replaces the earlier entry. Formats are tried in registration order
+    when :func:`load_model` detects a format.
+
+    Args:
+        name: format name (``load_model(format=name)``); not ``"jaxpayne"``.
+        detect: ``detect(path, head) -> bool``, see :class:`ModelFormat`.
+        load: ``load(path, *, label_names=None, wavelength=None, **options) -> Model``.
+        description: what such a file is, for the "not a model file" error.
+
+    Example:
+        >>> register_format("payne", is_payne_npz, load_payne_npz, description="a Payne-format .npz")
+    """
+    if name == "jaxpayne":
+        raise ValueError("'jaxpayne' is the built-in model format and cannot be registered")
+    _FORMATS[name] = ModelFormat(name, detect, load, description or f"a {name!r} model")
+
+
+def _known_formats() -> dict[str, ModelFormat]:
+    """All registered formats, after importing the modules of :data:`FORMAT_MODULES`."""
+    for module in dict.fromkeys(FORMAT_MODULES.values()):
+        importlib.import_module(module)
+    return _FORMATS
+
+
 def load_model(
     path: str | os.PathLike,
     *,
@@ -376,7 +455,7 @@ def load_model(
             string), in the network's input order.
         wavelength: pixel wavelengths [Å] for npz networks: an array, or a path to ``.npy``,
             ``.npz`` (key ``wavelength``/``wave``/``lambda`` or its only array), ``.txt``, or a
-            FITS file (see :func:`jaxpayne.payne_format.read_wavelength`).
+            FITS file (read by :func:`jaxpayne.io.load_wavelength`).
         **options: for npz networks: ``units``, ``medium`` (default ``"vacuum"``), ``activation``
             (default LeakyReLU for ``payne`` and sigmoid for ``binspec``), ``flux_kind``.
 
@@ -386,8 +465,6 @@ def load_model(
     Raises:
         ModelFileError: unreadable, corrupt or foreign files, or missing metadata for npz networks.
     """
-    from jaxpayne import payne_format
-
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
@@ -396,18 +473,25 @@ def load_model(
         if label_names is not None or wavelength is not None:
             raise ValueError("label_names and wavelength are stored in jaxpayne model files; do not pass them")
         return Model.load(path)
-    if fmt in ("payne", "binspec"):
-        return payne_format.load_npz_network(path, fmt, label_names=label_names, wavelength=wavelength, **options)
-    raise ModelFileError(f"{path}: unknown model format {fmt!r}; use 'jaxpayne', 'payne' or 'binspec'")
+    if fmt in FORMAT_MODULES:
+        importlib.import_module(FORMAT_MODULES[fmt])
+    foreign = _FORMATS.get(fmt)
+    if foreign is None:
+        names = ["jaxpayne", *dict.fromkeys([*FORMAT_MODULES, *_FORMATS])]
+        choices = ", ".join(map(repr, names[:-1])) + f" or {names[-1]!r}"
+        raise ModelFileError(f"{path}: unknown model format {fmt!r}; use {choices}")
+    return foreign.load(path, label_names=label_names, wavelength=wavelength, **options)
 
 
 def _detect_format(path: Path) -> str:
+    """The format name of a model file, from its first bytes and the registered detectors."""
     with open(path, "rb") as fh:
-        magic = fh.read(8)
-    if magic == b"\x89HDF\r\n\x1a\n":
+        head = fh.read(_MAGIC_LENGTH)
+    if head == _HDF5_MAGIC:
         return "jaxpayne"
-    if magic[:2] == b"PK":
-        from jaxpayne import payne_format
-
-        return payne_format.detect_npz_format(path)
-    raise ModelFileError(f"{path}: not a model file (neither a jaxpayne HDF5 model nor a Payne-format .npz)")
+    formats = _known_formats()
+    for foreign in formats.values():
+        if foreign.detect(path, head):
+            return foreign.name
+    kinds = ["a jaxpayne HDF5 model", *dict.fromkeys(f.description for f in formats.values())]
+    raise ModelFileError(f"{path}: not a model file (neither {' nor '.join(kinds)})")

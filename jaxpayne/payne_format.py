@@ -13,22 +13,30 @@ Two layouts are read:
 
 The networks store neither label names nor wavelengths: the caller supplies both. The result is
 an ordinary :class:`jaxpayne.Model`; MLPs can be written back with :func:`export_payne`.
+
+Importing this module registers both layouts with :func:`jaxpayne.model.register_format`, which is
+how :func:`jaxpayne.load_model` reads them (it imports this module through
+:data:`jaxpayne.model.FORMAT_MODULES`; nothing in :mod:`jaxpayne.model` imports it by name).
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from jaxpayne.labels import LabelSpec
-from jaxpayne.model import Model, ModelFileError
+from jaxpayne.model import Model, ModelFileError, register_format
 
-__all__ = ["detect_npz_format", "export_payne", "load_npz_network", "read_wavelength"]
+__all__ = ["detect_npz_format", "export_payne", "load_npz_network"]
 
-_WAVELENGTH_KEYS = ("wavelength", "wave", "wavelengths", "lambda", "wl")
+#: Description of the npz networks in "not a model file" errors.
+_DESCRIPTION = "a Payne-format .npz"
+#: First bytes of a zip archive (every ``.npz``).
+_ZIP_MAGIC = b"PK"
 
 
 def _open_npz(path: Path):
@@ -51,57 +59,18 @@ def detect_npz_format(path: str | os.PathLike) -> str:
         return "binspec" if data["w_array_0"].ndim == 3 else "payne"
 
 
-def read_wavelength(source) -> np.ndarray:
-    """Read a wavelength grid [Å] from an array or a file.
+def _network_wavelength(source) -> np.ndarray:
+    """A network's pixel wavelengths [Å], float64 ``(n,)``.
 
-    Args:
-        source: an array-like, or a path to ``.npy``, ``.npz`` (key ``wavelength``, ``wave``,
-            ``lambda``... or its only array), ``.txt``/``.dat``/``.csv`` (one column, or the first
-            column), or ``.fits`` (first image HDU, or a table column named like a wavelength).
-
-    Returns:
-        float64 array ``(n,)``.
+    Files go to :func:`jaxpayne.io.load_wavelength` (``.npy``, ``.npz``, text, FITS column, image
+    or WCS); an array is taken as given, unchecked, because some Payne-layout networks predict
+    quantities other than spectra on a placeholder grid (binspec's ``NN_radius.npz``: one "pixel").
     """
-    if not isinstance(source, (str, os.PathLike)):
-        return np.asarray(source, dtype=np.float64).reshape(-1)
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: wavelength file not found")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            wave = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                key = next((k for k in data.files if k.lower() in _WAVELENGTH_KEYS), None)
-                if key is None and len(data.files) == 1:
-                    key = data.files[0]
-                if key is None:
-                    raise ValueError(f"no wavelength array among keys {data.files}")
-                wave = data[key]
-        elif suffix in (".fits", ".fit", ".fz"):
-            wave = _wavelength_from_fits(path)
-        else:
-            wave = np.loadtxt(path, ndmin=2, delimiter="," if suffix == ".csv" else None)[:, 0]
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: cannot read a wavelength grid ({err})") from None
-    return np.asarray(wave, dtype=np.float64).reshape(-1)
+    if isinstance(source, (str, os.PathLike)):
+        from jaxpayne.io import load_wavelength
 
-
-def _wavelength_from_fits(path: Path) -> np.ndarray:
-    from astropy.io import fits
-
-    with fits.open(path) as hdul:
-        for hdu in hdul:
-            if hdu.data is None:
-                continue
-            if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
-                for name in hdu.columns.names:
-                    if name.lower() in _WAVELENGTH_KEYS:
-                        return np.asarray(hdu.data[name], dtype=np.float64).reshape(-1)
-            else:
-                return np.asarray(hdu.data, dtype=np.float64).reshape(-1)
-    raise ValueError("no wavelength data in any HDU")
+        return load_wavelength(source)
+    return np.asarray(source, dtype=np.float64).reshape(-1)
 
 
 def load_npz_network(
@@ -121,7 +90,8 @@ def load_npz_network(
         path: the ``.npz`` file.
         format: ``"payne"`` or ``"binspec"``.
         label_names: the network's input labels in order (sequence or comma-separated string).
-        wavelength: pixel wavelengths [Å] (array or file, see :func:`read_wavelength`).
+        wavelength: pixel wavelengths [Å]: an array (taken as given), or a file read by
+            :func:`jaxpayne.io.load_wavelength`.
         units: optional label units (guessed from the names otherwise).
         medium: ``"vacuum"`` or ``"air"``.
         activation: hidden activation; defaults to ``"leaky_relu"`` (payne) or ``"sigmoid"`` (binspec).
@@ -136,7 +106,7 @@ def load_npz_network(
         units = [u.strip() for u in units.split(",")]
     if wavelength is None:
         raise ModelFileError(f"{path}: Payne-format networks store no wavelengths; pass wavelength (CLI: --wavelength)")
-    wave = read_wavelength(wavelength)
+    wave = _network_wavelength(wavelength)
     with _open_npz(path) as data:
         arrays = {k: np.asarray(data[k]) for k in data.files}
     try:
@@ -246,3 +216,16 @@ def export_payne(model: Model, path: str | os.PathLike, *, wavelength_file: str 
     if wavelength_file is not None:
         np.savez(wavelength_file, wavelength=model.wavelength)
     return path
+
+
+def _detector(format: str):
+    """``detect(path, head)`` for :func:`register_format`: is ``path`` an npz network of ``format``?"""
+
+    def detect(path: Path, head: bytes) -> bool:
+        return head.startswith(_ZIP_MAGIC) and detect_npz_format(path) == format
+
+    return detect
+
+
+register_format("payne", _detector("payne"), partial(load_npz_network, format="payne"), description=_DESCRIPTION)
+register_format("binspec", _detector("binspec"), partial(load_npz_network, format="binspec"), description=_DESCRIPTION)

@@ -10,7 +10,8 @@ __all__ = ["plot_fit"]
 def plot_fit(fitter, theta, obs, *, title: str = "", axes=None):
     """Data, best-fit model and normalised residuals of one spectrum, one panel pair per segment.
 
-    Both data and model are shown after the fit's continuum treatment (the same for both).
+    Both data and model are shown after the fit's continuum treatment (the same for both), on the
+    pixels the model covers at the fitted radial velocity.
 
     Args:
         fitter: a :class:`jaxpayne.fitting.Fitter` (or anything with a ``forward`` ForwardModel).
@@ -25,7 +26,12 @@ def plot_fit(fitter, theta, obs, *, title: str = "", axes=None):
     import matplotlib.pyplot as plt
 
     fm = getattr(fitter, "forward", fitter)
-    model_norm, data_norm, ivar_norm = (np.asarray(a) for a in fm.normalized(np.asarray(theta), obs))
+    theta = np.asarray(theta, dtype=np.float64)
+    values = dict(zip(fm.param_names, theta))
+    rv = float(values.get("rv", fm.fixed.get("rv", 0.0)))
+    covered = fm.valid_wavelength(np.asarray(obs.wavelength), (rv, rv))
+    obs = obs._replace(ivar=np.where(covered, np.asarray(obs.ivar), 0.0))
+    model_norm, data_norm, ivar_norm = (np.asarray(a) for a in fm.normalized(theta, obs))
     wave = np.asarray(obs.wavelength)
     segment = np.asarray(obs.segment)
     good = ivar_norm > 0

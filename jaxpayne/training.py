@@ -6,6 +6,11 @@ error, L1 or L2 loss (ivar-weighted when the training set has inverse variances)
 and a fixed seed. The returned :class:`~jaxpayne.model.Model` stores its per-pixel validation
 error (median |Δf|, rms, 99th percentile) and its provenance.
 
+When the validation spectra carry inverse variances (observed spectra of a data-driven set), their
+photon noise is part of every residual, so the stored rms — the emulator's own error, which the
+fitter adds in quadrature to the noise of the spectrum being fitted — is the excess over that noise
+(:func:`validation_errors`); the raw rms is kept as ``rms_raw``.
+
 Reference: Ting, Conroy, Rix & Cargile 2019, ApJ 879, 69 (The Payne).
 """
 
@@ -44,6 +49,9 @@ class TrainingConfig:
         patience: stop after this many epochs without a better validation rms (None: never).
         val_fraction: fraction held out when no validation set is given.
         seed: seed of the split, the initial weights and the minibatch order.
+        subtract_noise: when the validation spectra have ``ivar`` (observed spectra), store as the
+            emulator error the rms in excess of their noise (see :func:`validation_errors`). Set
+            False when ``ivar`` only weights or masks noiseless spectra.
     """
 
     emulator: str = "mlp"
@@ -60,6 +68,7 @@ class TrainingConfig:
     patience: int | None = 500
     val_fraction: float = 0.1
     seed: int = 0
+    subtract_noise: bool = True
 
     def emulator_config(self, n_pixels: int, n_labels: int) -> dict[str, Any]:
         """The JSON config of the emulator this training builds."""
@@ -88,32 +97,64 @@ class TrainingResult(NamedTuple):
     seconds: float
 
 
-def validation_errors(predicted: np.ndarray, flux: np.ndarray, ivar: np.ndarray | None = None) -> dict:
-    """Per-pixel and overall emulator errors on a validation set.
+def validation_errors(
+    predicted: np.ndarray, flux: np.ndarray, ivar: np.ndarray | None = None, *, subtract_noise: bool = False
+) -> dict:
+    r"""Per-pixel and overall emulator errors on a validation set.
+
+    Residuals of observed (noisy) validation spectra hold their photon noise as well as the
+    emulator's error. With ``subtract_noise`` the rms is the excess over the noise, per pixel
+    ``j`` over the spectra ``i`` where the pixel is usable (``ivar > 0``):
+
+    .. math:: \mathrm{rms}_j^2 = \max\bigl(0,\ \langle (f^{\rm emu}_{ij} - f_{ij})^2 \rangle_i
+              - \langle 1/\mathrm{ivar}_{ij} \rangle_i\bigr)
+
+    (overall: the same means over all usable pixels). The raw rms stays under ``rms_raw``.
+    ``median_abs``, ``p99_abs`` and ``max_abs`` are always of the raw residuals.
 
     Args:
         predicted: ``(n_spectra, n_pixels)`` emulated flux.
-        flux: ``(n_spectra, n_pixels)`` true flux.
-        ivar: optional inverse variance; pixels with ``ivar == 0`` are ignored.
+        flux: ``(n_spectra, n_pixels)`` validation flux.
+        ivar: optional inverse variance of ``flux`` [flux⁻²]; pixels with ``ivar == 0`` are
+            ignored (a pixel unusable in every spectrum gets NaN errors).
+        subtract_noise: subtract the noise variance ``1/ivar`` as above (needs ``ivar``).
 
     Returns:
-        ``{"rms", "median_abs", "p99_abs"}`` per-pixel arrays and ``"summary"``, a dict of overall
-        ``rms``, ``median_abs``, ``p99_abs``, ``max_abs`` and ``n_spectra``.
+        ``{"rms", "rms_raw", "median_abs", "p99_abs"}`` per-pixel float32 arrays and
+        ``"summary"``, a dict of overall ``rms``, ``rms_raw``, ``noise_rms`` (rms of the noise σ;
+        0 without ``ivar``), ``median_abs``, ``p99_abs``, ``max_abs``, ``n_spectra`` and
+        ``rms_kind``: ``"excess_over_noise"`` or ``"raw"``, saying what ``rms`` is.
+
+    Example:
+        >>> errors = validation_errors(model.predict(val.labels), val.flux, val.ivar, subtract_noise=True)
     """
-    diff = np.abs(np.asarray(predicted, np.float64) - np.asarray(flux, np.float64))
-    if ivar is not None:
-        diff = np.where(np.asarray(ivar) > 0, diff, np.nan)
     import warnings
+
+    if subtract_noise and ivar is None:
+        raise ValueError("subtract_noise needs the validation spectra's ivar")
+    diff = np.abs(np.asarray(predicted, np.float64) - np.asarray(flux, np.float64))
+    noise_var = np.zeros_like(diff)
+    if ivar is not None:
+        usable = np.asarray(ivar) > 0
+        diff = np.where(usable, diff, np.nan)
+        with np.errstate(divide="ignore"):
+            noise_var = np.where(usable, 1.0 / np.asarray(ivar, np.float64), np.nan)
 
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (pixels masked everywhere)
+        mean_square, mean_noise = np.nanmean(diff**2, axis=0), np.nanmean(noise_var, axis=0)
+        total_square, total_noise = float(np.nanmean(diff**2)), float(np.nanmean(noise_var))
         per_pixel = {
-            "rms": np.sqrt(np.nanmean(diff**2, axis=0)),
+            "rms": np.sqrt(np.maximum(0.0, mean_square - mean_noise) if subtract_noise else mean_square),
+            "rms_raw": np.sqrt(mean_square),
             "median_abs": np.nanmedian(diff, axis=0),
             "p99_abs": np.nanpercentile(diff, 99, axis=0),
         }
         summary = {
-            "rms": float(np.sqrt(np.nanmean(diff**2))),
+            "rms": float(np.sqrt(max(0.0, total_square - total_noise) if subtract_noise else total_square)),
+            "rms_raw": float(np.sqrt(total_square)),
+            "noise_rms": float(np.sqrt(total_noise)),
+            "rms_kind": "excess_over_noise" if subtract_noise else "raw",
             "median_abs": float(np.nanmedian(diff)),
             "p99_abs": float(np.nanpercentile(diff, 99)),
             "max_abs": float(np.nanmax(diff)),
@@ -141,7 +182,9 @@ def train_emulator(
 
     Returns:
         A :class:`TrainingResult`; ``result.model`` carries the best validation weights, the
-        per-pixel validation errors and provenance.
+        per-pixel validation errors (``validation["rms"]``: in excess of the noise when the
+        validation spectra have ``ivar`` and ``config.subtract_noise``; ``validation["rms_raw"]``:
+        as measured) and provenance.
 
     Example:
         >>> ts = jaxpayne.read_training_set("../shared/data/korg_marcs_5000")
@@ -253,7 +296,9 @@ def train_emulator(
     _, params, best_epoch = best
 
     predicted = np.asarray(jax.jit(module.apply)(params, x_val))
-    errors = validation_errors(predicted, val.flux, val.ivar)
+    errors = validation_errors(
+        predicted, val.flux, val.ivar, subtract_noise=config.subtract_noise and val.ivar is not None
+    )
     provenance = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "training_source": training_set.source,

@@ -210,6 +210,16 @@ class TestAirVacuum:
         np.testing.assert_allclose(air_to_vacuum(vacuum_to_air(w)), w, rtol=0, atol=1e-8)
         np.testing.assert_array_equal(vacuum_to_air([1200.0, 1500.0]), [1200.0, 1500.0])
 
+    def test_same_formula_as_the_forward_model(self):
+        """io converts data with the forward model's formula (jaxpayne.forward.media), as numpy float64."""
+        from jaxpayne.forward import media
+
+        w = np.geomspace(1990.0, 25000.0, 257)
+        np.testing.assert_array_equal(vacuum_to_air(w), media.vacuum_to_air(w))
+        np.testing.assert_array_equal(air_to_vacuum(w), media.air_to_vacuum(w))
+        assert vacuum_to_air(w.astype(np.float32)).dtype == np.float64
+        assert isinstance(air_to_vacuum([5000.0]), np.ndarray)
+
     def test_spectrum_methods(self):
         s = simple()
         assert s.to_vacuum() is s
@@ -330,8 +340,9 @@ class TestGalah:
 
     def test_air_wavelengths_put_lines_at_air_positions(self, need_data):
         """Line cores sit within a few km/s of their air lab wavelengths (vacuum would be +82 km/s)."""
+        from jaxpayne.forward.doppler import SPEED_OF_LIGHT as c_kms
+
         star = read_galah_star(need_data("galah_benchmark") / GALAH_PREFIX)
-        c_kms = 299792.458
         for lab in (6562.797, 7698.974, 6494.980):  # H-alpha, K I, Fe I (air, NIST)
             near = np.abs(star.wavelength - lab) < 1.0
             i = np.flatnonzero(near)[np.argmin(star.flux[near])]
@@ -394,6 +405,13 @@ class TestBinspec:
         assert "HJD" in spectra[2].meta
         for s in spectra:
             assert abs(np.median(s.flux) - 1) < 0.05 and s.medium == "vacuum"
+
+    def test_segments_from_an_unsorted_grid(self, need_data):
+        folder = need_data("binspec_apogee")
+        with np.load(folder / "apogee_wavelength.npz") as z:
+            grid = z["wavelength"]
+        (s,) = read_spectrum(folder / "spectrum_combined_2M13012770+5754582.npz", wavelength=grid[::-1])
+        np.testing.assert_array_equal(np.bincount(s.segment), [2920, 2400, 1894])  # chips found all the same
 
     def test_wrong_grid_length(self, need_data):
         folder = need_data("binspec_apogee")

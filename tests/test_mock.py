@@ -1,4 +1,4 @@
-"""Invariants of the mock spectrum generator (jaxpayne.mock).
+"""Invariants of the mock spectrum generator (jaxpayne.testing.mock).
 
 The mock is not a synthesis code, so these tests check the behaviour it promises: determinism,
 bounds, the curve of growth, the response of lines to each label, smoothness in the labels,
@@ -12,11 +12,12 @@ import math
 import numpy as np
 import pytest
 
-from jaxpayne import mock
-from jaxpayne.mock import (
+from jaxpayne.forward.doppler import SPEED_OF_LIGHT
+from jaxpayne.testing import (
     DEFAULT_LABELS,
     MockSpectrumGenerator,
     canonical_label_name,
+    mock,
     mock_grid,
     mock_spectra,
     pseudo_voigt,
@@ -32,7 +33,7 @@ OPTICAL = np.linspace(5000.0, 5060.0, 6001)
 
 def _window(wavelength):
     """Profile half-window of a line at ``wavelength`` [Å]."""
-    return wavelength * mock.PROFILE_HALFWIDTH_KMS / mock.SPEED_OF_LIGHT_KMS
+    return wavelength * mock.PROFILE_HALFWIDTH_KMS / SPEED_OF_LIGHT
 
 
 def _equivalent_width(wavelength, flux):
@@ -198,7 +199,7 @@ def test_vmic_adds_in_quadrature_and_grows_strong_lines_only():
     labels[:, 3] = vmics
     params = generator.line_parameters(labels, NAMES[:4])
     centres = generator.linelist.wavelength
-    turbulent = 2.0 * math.sqrt(math.log(2.0)) * centres * vmics[:, None] / mock.SPEED_OF_LIGHT_KMS
+    turbulent = 2.0 * math.sqrt(math.log(2.0)) * centres * vmics[:, None] / SPEED_OF_LIGHT
     np.testing.assert_allclose(
         params.gaussian_fwhm**2 - params.gaussian_fwhm[0] ** 2, turbulent**2, rtol=1e-10, atol=1e-16
     )

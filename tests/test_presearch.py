@@ -40,7 +40,7 @@ def _presearch(fitter, batch, n_best=1):
         return presearch(fitter.forward, library, obs, fit_rv=k is not None, rv_index=k, n_best=n_best,
                          rv_to_u=lambda v: (v - fitter._offset[k]) / fitter._scale[k])
 
-    starts, chi2 = jax.jit(jax.vmap(one, in_axes=(0, None)))(batch, fitter._library)
+    starts, chi2, _ = jax.jit(jax.vmap(one, in_axes=(0, None)))(batch, fitter._library)
     return fitter.to_physical(np.asarray(starts, np.float64)), np.asarray(chi2)
 
 

@@ -134,7 +134,9 @@ def test_table_rewritten_only_every_table_every_seconds(emulator, fitter, tmp_pa
         fit_spectra(emulator, iter(spectra), **kw)
     # the table was written once, after the first batch; the journal holds both finished batches
     assert written == [2] and len(run.read_results(out)) == 2
-    assert [json.loads(line)["id"] for line in journal.read_text().splitlines()] == ["s0", "s1", "s2", "s3"]
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert "__setup__" in lines[0]  # the journal starts with the run's model and settings
+    assert [row["id"] for row in lines[1:]] == ["s0", "s1", "s2", "s3"]
 
     # the final write fails: the journal must survive it
     monkeypatch.setattr(Fitter, "fit", real_fit)
@@ -145,7 +147,7 @@ def test_table_rewritten_only_every_table_every_seconds(emulator, fitter, tmp_pa
     monkeypatch.setattr(run, "_write_table", failing_write)
     with pytest.raises(OSError, match="disk full"):
         fit_spectra(emulator, iter(spectra), resume=True, **kw)
-    assert len(journal.read_text().splitlines()) == 6
+    assert len(journal.read_text().splitlines()) == 1 + 6
 
     written.clear()
     monkeypatch.setattr(run, "_write_table", write)

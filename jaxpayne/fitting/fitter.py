@@ -2,18 +2,37 @@
 Laplace covariances and quality flags.
 
 The physics is one spectrum's; :class:`Fitter` vmaps it over a batch of padded
-:class:`~jaxpayne.forward.Observation` arrays so one compiled call fits many spectra.
+:class:`~jaxpayne.forward.Observation` arrays so one compiled call fits many spectra. It is a
+composition of the forward model's public functions: the parameter space's unit coordinates
+(:meth:`~jaxpayne.forward.ParameterSpace.to_unit`), :func:`~jaxpayne.forward.prepare_data`,
+:func:`~jaxpayne.forward.residuals` with :data:`~jaxpayne.forward.DEFAULT_SETTINGS` (the
+defaults ``sample`` and ``crlb`` share), :func:`~jaxpayne.forward.usable_pixels` for the pixels
+of each fit, and the Gauss–Newton Fisher matrix JᵀJ of the same residuals.
+
+Radial velocity: the pre-search finds rv over ±``max_rv``; the optimiser then works inside
+rv₀ ± :data:`RV_WINDOW`, and each fit uses every pixel the model covers for all velocities of that
+window (one pixel set per fit, the same at every iteration), instead of the pixels it covers at
+every velocity of ±max_rv.
+
+Broadening that the data do not resolve: the rotational and macroturbulent transfer functions are
+even in vsini and ζ, so their derivatives vanish at 0 and the Fisher matrix is singular there.
+A fit whose vsini (or vmacro) is not detected — below its own conditional 1σ error — reports the
+other parameters' errors at that value held fixed, NaN for its own error, a 95 % upper limit
+(``<name>_upper``: the value where χ² rises by :data:`UPPER_LIMIT_DCHI2` with the others held at
+the best fit) and the flag UPPER_LIMIT.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
 from jaxpayne.fitting.lm import LMOptions, levenberg_marquardt
 from jaxpayne.fitting.presearch import build_library, library_size, presearch
+from jaxpayne.forward.likelihood import DEFAULT_SETTINGS, LikelihoodSettings
 
 __all__ = ["Flags", "Fitter", "BatchFit"]
 
@@ -32,6 +51,16 @@ DEFAULT_TEMPLATES = 128
 FIRST_PASS_ITERATIONS = 4
 #: Minimum number of usable pixels per free parameter for a fit to be attempted.
 MIN_PIXELS_PER_PARAMETER = 3
+#: Half-width [km/s] of the velocity window around the pre-search's rv the optimiser works in.
+RV_WINDOW = 30.0
+#: Broadening parameters whose derivative vanishes at 0 (even transfer functions).
+EVEN_PARAMETERS = ("vsini", "vmacro")
+#: Δχ² of the one-sided 95 % upper limit of an undetected broadening parameter.
+UPPER_LIMIT_DCHI2 = 2.71
+#: Values of the upper-limit scan (from 0 to the upper bound).
+UPPER_LIMIT_STEPS = 33
+#: Fraction of a spectrum's good pixels lost to the model's range above which PIXELS_CLIPPED is set.
+CLIPPED_FRACTION_LIMIT = 0.05
 
 
 class Flags(enum.IntFlag):
@@ -45,9 +74,13 @@ class Flags(enum.IntFlag):
     COV_SINGULAR    4      Fisher matrix singular/ill-conditioned; errors unreliable
     FEW_PIXELS      8      too few usable pixels; no fit (labels NaN)
     FAILED          16     spectrum could not be read or modelled (see ``message``)
-    RV_AT_LIMIT     32     rv sits at ±max_rv: the pre-search range is too small
-    PIXELS_CLIPPED  64     pixels outside the model's range were masked
+    RV_AT_LIMIT     32     rv sits at ±max_rv or at the edge of its window around the
+                           pre-search's rv: the search range or the pre-search failed
+    PIXELS_CLIPPED  64     > 5 % of the good pixels lie outside the model's range (the
+                           count is in ``n_clipped``)
     HIGH_CHI2       128    reduced χ² > 5: model inadequate or errors underestimated
+    UPPER_LIMIT     256    vsini or vmacro not detected: ``<name>_upper`` holds its 95 %
+                           upper limit, the other errors are at its best value
     ==============  =====  ============================================================
     """
 
@@ -59,6 +92,7 @@ class Flags(enum.IntFlag):
     RV_AT_LIMIT = 32
     PIXELS_CLIPPED = 64
     HIGH_CHI2 = 128
+    UPPER_LIMIT = 256
 
 
 #: Reduced χ² above which HIGH_CHI2 is raised.
@@ -77,6 +111,10 @@ class BatchFit(NamedTuple):
         n_iter: (B,) optimiser iterations (all starts together).
         converged: (B,) bool.
         flags: (B,) int :class:`Flags`.
+        n_clipped: (B,) good pixels left out because the model does not cover them at the fit's
+            velocities (beyond those an observation already masked).
+        upper_limits: name → (B,) 95 % upper limit of each free even broadening parameter
+            (NaN where it was detected).
     """
 
     theta: np.ndarray
@@ -87,6 +125,8 @@ class BatchFit(NamedTuple):
     n_iter: np.ndarray
     converged: np.ndarray
     flags: np.ndarray
+    n_clipped: np.ndarray
+    upper_limits: dict
 
 
 class Fitter:
@@ -96,7 +136,7 @@ class Fitter:
         model: a :class:`jaxpayne.Model` (or any emulator accepted by
             :class:`~jaxpayne.forward.ForwardModel`).
         rv: fit the radial velocity [km/s] (with a cross-correlation pre-search over ±``max_rv``);
-            False fixes it at 0 (rest-frame spectra).
+            False fixes it (at 0, or at ``fixed["rv"]``, or per spectrum through ``fit(fixed=)``).
         vsini: fit rotational broadening [km/s].
         vmacro: fit radial–tangential macroturbulence [km/s].
         resolution: instrumental resolving power R (None: the emulator is already at the
@@ -111,14 +151,15 @@ class Fitter:
             iterations and the best is refined to convergence.
         emulator_error: add the model file's per-pixel validation error in quadrature.
         inflation: factor on every uncertainty.
-        fixed: parameter name → value held fixed.
+        fixed: parameter name → value held fixed (per-spectrum values: ``fit(fixed=...)``).
         lm_options: optimiser settings.
         seed: seed of the Sobol starts.
-        **forward_options: passed to :class:`~jaxpayne.forward.ForwardModel`.
+        **forward_options: passed to :class:`~jaxpayne.forward.ForwardModel` (``max_vsini``,
+            ``max_vmacro``, ``limb_darkening``, ``lsf_sigma`` ...).
 
     Example:
         >>> fitter = Fitter(model, rv=True, continuum="filter")
-        >>> batch = pad_observations([fitter.forward.observation(w, f, e**-2) for w, f, e in ...])
+        >>> batch = pad_observations([fitter.observation(w, f, e**-2) for w, f, e in ...])
         >>> result = fitter.fit(batch)
     """
 
@@ -135,8 +176,8 @@ class Fitter:
         max_rv: float = 300.0,
         templates: int = DEFAULT_TEMPLATES,
         restarts: int = 1,
-        emulator_error: bool = True,
-        inflation: float = 1.0,
+        emulator_error: bool = DEFAULT_SETTINGS.emulator_error,
+        inflation: float = DEFAULT_SETTINGS.inflation,
         fixed: Mapping[str, float] | None = None,
         lm_options: LMOptions = LMOptions(),
         seed: int = 0,
@@ -165,34 +206,73 @@ class Fitter:
         if restarts < 1:
             raise ValueError("restarts must be >= 1")
         self.model = model
-        self.emulator_error = bool(emulator_error and getattr(model, "emulator_error", None) is not None)
-        self.inflation = float(inflation)
-        if not self.inflation > 0:
+        self.settings = LikelihoodSettings(emulator_error=bool(emulator_error), inflation=float(inflation))
+        if not self.settings.inflation > 0:
             raise ValueError("inflation must be > 0")
+        #: whether the likelihood includes the emulator's own error (requested, and the model has one)
+        self.emulator_error = fm.uses_emulator_error(self.settings)
+        self.inflation = self.settings.inflation
         self.lm_options = lm_options
+        self.seed = int(seed)
+        self.space = fm.space
         self.param_names = fm.param_names
         self.n_labels = len(fm.label_names)
-        lower, upper = fm.lower.copy(), fm.upper.copy()
-        finite = np.isfinite(lower) & np.isfinite(upper)
-        self._offset = np.where(finite, lower, 0.0)
-        self._scale = np.where(finite, upper - lower, 1.0)
-        self._u_lower = np.where(finite, 0.0, -np.inf)
-        self._u_upper = np.where(finite, 1.0, np.inf)
-        self._rv_index = fm.param_names.index("rv") if "rv" in fm.param_names else None
+        self._offset, self._scale = self.space.unit_offset_scale()
+        self._u_lower, self._u_upper = self.space.unit_bounds()
+        self._rv_index = self.space.index("rv") if "rv" in self.param_names else None
+        self._even = tuple(n for n in EVEN_PARAMETERS if n in self.param_names)
         n_nodes = fm.grid.n_pieces * fm.grid.fft_length
         self.n_templates = library_size(max(int(templates), restarts), n_nodes)
         self.restarts = min(int(restarts), self.n_templates)
         u_templates = self._template_points(self.n_templates, seed)
-        self._library = build_library(fm, self.to_physical(u_templates), u_templates)
-        self._fit_batch = jax.jit(jax.vmap(self._fit_one, in_axes=(0, None)))
-        self._refine_batch = jax.jit(jax.vmap(self._refine_one))
+        self._library = build_library(fm, self.space.from_unit(u_templates), u_templates)
+        self._fit_batch = jax.jit(jax.vmap(self._fit_one, in_axes=(None, 0, 0)))
+        self._refine_batch = jax.jit(jax.vmap(self._refine_one, in_axes=(None, 0, 0, 0, 0)))
+        self._scan_batch = {
+            name: jax.jit(jax.vmap(functools.partial(self._chi2_scan, name=name), in_axes=(None, 0, 0, 0, 0)))
+            for name in self._even
+        }
+
+    # --------------------------------------------------------------------------- settings
+    def describe_settings(self) -> dict:
+        """Every setting that changes a fit's result (JSON-serialisable; recorded in tables)."""
+        fm = self.forward
+        return {
+            "parameters": list(self.param_names),
+            "fixed": dict(fm.fixed),
+            "bounds": {n: [float(lo), float(hi)] for n, lo, hi in zip(self.param_names, fm.lower, fm.upper)},
+            "resolution": fm.resolution,
+            "lsf": fm.lsf is not None,
+            "continuum": str(fm.continuum),
+            "n_segments": fm.n_segments,
+            "limb_darkening": fm.limb_darkening,
+            "max_rv": fm.max_rv,
+            "emulator_error": self.emulator_error,
+            "inflation": self.inflation,
+            "templates": self.n_templates,
+            "restarts": self.restarts,
+            "seed": self.seed,
+            "lm_options": self.lm_options._asdict(),
+        }
+
+    def observation(self, wavelength, flux, ivar=None, **options):
+        """A checked :class:`~jaxpayne.forward.Observation` for this fitter (eager).
+
+        Pixels the model cannot cover at *any* velocity of the fit are masked; each fit then uses
+        the pixels covered at every velocity of its window (see the module notes).
+
+        Args:
+            wavelength, flux, ivar: arrays (see :meth:`~jaxpayne.forward.ForwardModel.observation`).
+            **options: ``error``, ``segment``, ``medium``, ``lsf_sigma``.
+        """
+        return self.forward.observation(wavelength, flux, ivar, outside="mask", rv_mode="any", **options)
 
     # --------------------------------------------------------------------------- starts
     def _template_points(self, n_templates: int, seed: int) -> np.ndarray:
         """(K, n) template parameters in working coordinates: the box centre, then scrambled Sobol
         points of the label box (forward-model parameters at their start values)."""
         fm = self.forward
-        start = (fm.initial - self._offset) / self._scale
+        start = np.asarray(self.space.to_unit(fm.initial), np.float64)
         points = np.repeat(start[None], n_templates, axis=0)
         label_cols = [i for i, n in enumerate(fm.param_names) if n in fm.label_names]
         if n_templates > 1 and label_cols:
@@ -208,38 +288,68 @@ class Fitter:
         return u * self._scale + self._offset
 
     # --------------------------------------------------------------------------- one spectrum
-    def _problem(self, obs):
-        """Residuals of one spectrum in working coordinates, and the box there.
-
-        The data side of the likelihood (mask, continuum filter of the data) is computed here,
-        once, not at every evaluation.
-        """
+    def _velocity_window(self, obs, fixed, rv0):
+        """(lower, upper) velocities [km/s] of one fit: rv₀ ± RV_WINDOW inside ±max_rv, or the
+        fixed rv."""
         import jax.numpy as jnp
 
         dtype = obs.flux.dtype
+        if self._rv_index is None:
+            rv = jnp.asarray(fixed.get("rv", self.forward.fixed["rv"]), dtype)
+            return jnp.stack([rv, rv])
+        limit = self.forward.max_rv
+        return jnp.stack([jnp.clip(rv0 - RV_WINDOW, -limit, limit),
+                          jnp.clip(rv0 + RV_WINDOW, -limit, limit)]).astype(dtype)
+
+    def _problem(self, obs, fixed, window):
+        """Residuals of one spectrum in working coordinates, the box there, and the fit's data.
+
+        The fit's pixels are those the model covers at every velocity of ``window``; the data
+        side of the likelihood is prepared once, here.
+        """
+        import jax.numpy as jnp
+
+        from jaxpayne.forward import prepare_data, residuals
+
+        fm, dtype = self.forward, obs.flux.dtype
+        usable = fm.usable_pixels(obs.wavelength, window[0], window[1])
+        n_edge = jnp.sum((obs.ivar > 0) & ~usable)
+        obs = obs._replace(ivar=jnp.where(usable, obs.ivar, 0.0), flux=jnp.where(usable, obs.flux, 0.0))
+        data = prepare_data(fm, obs, dtype)
         offset = jnp.asarray(self._offset, dtype)
         scale = jnp.asarray(self._scale, dtype)
-        prepared = self.forward._prepare(obs, dtype)
 
         def residuals_u(u):
-            return self.forward._residuals_impl(u * scale + offset, obs, self.emulator_error, self.inflation,
-                                                prepared)
+            return residuals(fm, u * scale + offset, obs, fixed, self.settings, data)
 
-        return residuals_u, jnp.asarray(self._u_lower, dtype), jnp.asarray(self._u_upper, dtype), prepared
+        lower = jnp.asarray(self._u_lower, dtype)
+        upper = jnp.asarray(self._u_upper, dtype)
+        if self._rv_index is not None:
+            k = self._rv_index
+            lower = lower.at[k].set(((window[0] - self._offset[k]) / self._scale[k]).astype(dtype))
+            upper = upper.at[k].set(((window[1] - self._offset[k]) / self._scale[k]).astype(dtype))
+        return residuals_u, lower, upper, data, n_edge
 
-    def _fit_one(self, obs, library):
+    def _fit_one(self, library, obs, fixed):
         import jax
         import jax.numpy as jnp
 
-        residuals_u, lower, upper, prepared = self._problem(obs)
+        from jaxpayne.forward import prepare_data
+
         k = self._rv_index
+        dtype = obs.flux.dtype
 
         def rv_to_u(rv):
             return (rv - self._offset[k]) / self._scale[k]
 
-        starts, _ = presearch(self.forward, library, obs, fit_rv=k is not None, rv_index=k, rv_to_u=rv_to_u,
-                              n_best=self.restarts, prepared=prepared)
-        starts = starts.astype(obs.flux.dtype)
+        fixed_rv = fixed.get("rv", self.forward.fixed.get("rv", 0.0)) if k is None else 0.0
+        starts, _, velocities = presearch(self.forward, library, obs, fit_rv=k is not None, rv_index=k,
+                                          rv_to_u=rv_to_u, n_best=self.restarts,
+                                          prepared=prepare_data(self.forward, obs, library.spectra.dtype),
+                                          rv=fixed_rv)
+        window = self._velocity_window(obs, fixed, velocities[0])
+        residuals_u, lower, upper, data, n_edge = self._problem(obs, fixed, window)
+        starts = starts.astype(dtype)
         if starts.shape[0] > 1:
             # explore: a few iterations from every start; then refine only the best to convergence
             explore = self.lm_options._replace(max_iter=EXPLORE_ITERATIONS)
@@ -250,47 +360,69 @@ class Fitter:
             u_start, n_explore = starts[0], 0
         first = self.lm_options._replace(max_iter=min(FIRST_PASS_ITERATIONS, self.lm_options.max_iter))
         final = levenberg_marquardt(residuals_u, u_start, lower, upper, first)
-        return self._finish(obs, final, n_explore, prepared)
+        return self._finish(obs, final, n_explore, data, window, n_edge)
 
-    def _refine_one(self, obs, u_start):
+    def _refine_one(self, library, obs, fixed, u_start, window):
         """Continue Levenberg–Marquardt from ``u_start`` (a straggler of the first pass)."""
-        residuals_u, lower, upper, prepared = self._problem(obs)
+        del library
+        residuals_u, lower, upper, data, n_edge = self._problem(obs, fixed, window)
         remaining = self.lm_options._replace(max_iter=max(1, self.lm_options.max_iter - FIRST_PASS_ITERATIONS))
         final = levenberg_marquardt(residuals_u, u_start.astype(obs.flux.dtype), lower, upper, remaining)
-        return self._finish(obs, final, 0, prepared)
+        return self._finish(obs, final, 0, data, window, n_edge)
 
-    def _finish(self, obs, final, n_explore, prepared):
+    def _finish(self, obs, final, n_explore, data, window, n_edge):
         import jax
         import jax.numpy as jnp
 
+        from jaxpayne.forward import chebyshev_design
+
         fm = self.forward
         dtype = obs.flux.dtype
-        scale = jnp.asarray(self._scale, dtype)
-        theta = final.x * scale + jnp.asarray(self._offset, dtype)
+        theta = final.x * jnp.asarray(self._scale, dtype) + jnp.asarray(self._offset, dtype)
         # the optimiser's Jacobian at the returned point, in the unit-scaled working coordinates
         jac = final.jacobian
         fisher = jnp.matmul(jac.T, jac, precision=jax.lax.Precision.HIGHEST)
-        valid = fm._used(prepared)
-        n_pixels = jnp.sum(valid)
+        used = data.used
+        n_pixels = jnp.sum(used)
         cont = fm.continuum
         if cont.kind == "cheb" and not cont.free:
             # marginalised continuum terms: columns of the design matrix that touch a used pixel
-            from jaxpayne.forward import chebyshev_design
-
-            design = chebyshev_design(obs.wavelength, obs.segment, obs.ivar, n_segments=fm.n_segments,
+            design = chebyshev_design(data.wavelength, data.segment, data.ivar, n_segments=fm.n_segments,
                                       degree=cont.degree)
-            n_marginal = jnp.sum(jnp.any((design != 0) & valid[:, None], axis=0))
+            n_marginal = jnp.sum(jnp.any((design != 0) & used[:, None], axis=0))
         else:
             n_marginal = jnp.zeros((), jnp.int32)
         # JᵀJ in the working precision; where it looks ill-conditioned the host forms it again in
         # float64 from the Jacobian (float32 rounding in the product can hide a singular direction)
-        return theta, jac, fisher, final.cost, n_pixels, n_marginal, final.n_iter + n_explore, final.converged
+        return (theta, jac, fisher, final.cost, n_pixels, n_marginal, final.n_iter + n_explore,
+                final.converged, window, n_edge)
+
+    def _chi2_scan(self, library, obs, fixed, u_best, window, name):
+        """χ² of one spectrum along parameter ``name`` from 0 to its upper bound, the others at
+        the best fit: (UPPER_LIMIT_STEPS,) values and (UPPER_LIMIT_STEPS,) χ² (for upper limits)."""
+        import jax
+        import jax.numpy as jnp
+
+        del library
+        residuals_u, *_ = self._problem(obs, fixed, window)
+        j = self.space.index(name)
+        dtype = obs.flux.dtype
+        grid_u = (jnp.linspace(0.0, 1.0, UPPER_LIMIT_STEPS, dtype=dtype) ** 2)  # dense near 0
+        lo, hi = self.space.free_lower[j], self.space.free_upper[j]
+        values = lo + (hi - lo) * grid_u
+        u_values = (values - self._offset[j]) / self._scale[j]
+
+        def chi2(v):
+            r = residuals_u(u_best.astype(dtype).at[j].set(v))
+            return jnp.sum(r * r)
+
+        return values, jax.vmap(chi2)(u_values.astype(dtype))
 
     # --------------------------------------------------------------------------- batches
-    def _refine_stragglers(self, observations, theta, jac, fisher, cost, n_pix, n_marginal, n_iter, converged):
+    def _refine_stragglers(self, observations, fixed, out):
         """Continue the spectra the first pass left unconverged, in a smaller batch.
 
-        The numpy arrays are updated in place; the Jacobians (a device array) are returned.
+        ``out`` (the first pass's arrays; numpy except the Jacobians) is updated in place.
 
         Under ``vmap`` a while-loop runs until its slowest member stops, so a batch costs as much as
         its worst spectrum. The first pass therefore stops at :data:`FIRST_PASS_ITERATIONS`; the few
@@ -298,40 +430,48 @@ class Fitter:
         """
         import jax
 
+        theta, jac, fisher, cost, n_pix, n_marginal, n_iter, converged, window, n_edge = out
         if self.lm_options.max_iter <= FIRST_PASS_ITERATIONS:
-            return jac
+            return
         # a fit that failed at its start (non-finite cost) would fail again
         todo = np.flatnonzero(~converged.astype(bool) & np.isfinite(cost))
         if todo.size == 0:
-            return jac
-        size = 1 << int(np.ceil(np.log2(todo.size)))
-        pick = np.concatenate([todo, np.full(size - todo.size, todo[0])])
-        sub = jax.tree_util.tree_map(lambda a: a[pick], observations)
+            return
+        pick = _padded_pick(todo)
+        sub, sub_fixed = jax.tree_util.tree_map(lambda a: a[pick], (observations, fixed))
         u0 = (theta[pick] - self._offset) / self._scale
-        refined = self._refine_batch(sub, u0)
+        refined = self._refine_batch(self._library, sub, sub_fixed, u0, window[pick])
         k = todo.size
-        out = [np.asarray(a) for a in refined[:1] + refined[2:]]
-        theta[todo], fisher[todo], cost[todo] = out[0][:k], out[1][:k], out[2][:k]
-        n_pix[todo], n_marginal[todo] = out[3][:k], out[4][:k]
-        n_iter[todo] += out[5][:k]
-        converged[todo] = out[6][:k]
-        return jac.at[todo].set(refined[1][:k])
+        host = [None if i == 1 else np.asarray(a)[:k] for i, a in enumerate(refined)]
+        theta[todo], fisher[todo], cost[todo] = host[0], host[2], host[3]
+        n_pix[todo], n_marginal[todo] = host[4], host[5]
+        n_iter[todo] += host[6]
+        converged[todo] = host[7]
+        out[1] = jac.at[todo].set(refined[1][:k])
 
-    def fit(self, observations) -> BatchFit:
+    def fit(self, observations, fixed: Mapping[str, Any] | None = None) -> BatchFit:
         """Fit a batch of observations (an :class:`~jaxpayne.forward.Observation` with a leading
-        batch axis, e.g. from :func:`~jaxpayne.forward.pad_observations`).
+        batch axis, e.g. from :func:`~jaxpayne.forward.pad_observations` of
+        :meth:`observation` results).
 
         Spectra with too few usable pixels get NaN parameters and the FEW_PIXELS flag; they never
         affect the others.
 
+        Args:
+            observations: the batch.
+            fixed: per-spectrum values of fixed parameters, name → (B,) array (e.g. a catalogue
+                rv with ``rv=False``); they must lie within the margins the fitter was built for.
+
         Returns:
             A :class:`BatchFit` of numpy arrays.
         """
-        out = list(self._fit_batch(observations, self._library))
+        batch = int(np.shape(observations.flux)[0])
+        fixed = self._batch_fixed(fixed, batch)
+        out = list(self._fit_batch(self._library, observations, fixed))
         # the Jacobians stay on the device (only a few are ever needed here)
         out = [a if i == 1 else np.array(a) for i, a in enumerate(out)]
-        jac = self._refine_stragglers(observations, *out)
-        theta, _, fisher, cost, n_pix, n_marginal, n_iter, converged = out
+        self._refine_stragglers(observations, fixed, out)
+        theta, jac, fisher, cost, n_pix, n_marginal, n_iter, converged, window, n_edge = out
         theta = theta.astype(np.float64)
         n_par = theta.shape[1]
         fisher = fisher.astype(np.float64)
@@ -346,7 +486,9 @@ class Fitter:
         for b in np.flatnonzero(doubtful):
             rows = np.asarray(jac[b], np.float64)
             fisher[b] = rows.T @ rows
-        cov, singular = _invert_fisher(fisher, self._scale, working=True)
+        undetected = self._undetected(theta, fisher)
+        cov, singular = _invert_fisher(fisher, self._scale, working=True, exclude=undetected)
+        upper_limits = self._upper_limits(observations, fixed, theta, window, undetected)
         dof = n_pix.astype(np.int64) - n_par - n_marginal.astype(np.int64)
         finite = np.isfinite(cost) & np.all(np.isfinite(theta), axis=1)
         converged = converged.astype(bool) & finite
@@ -354,6 +496,7 @@ class Fitter:
         flags |= np.where(~converged, int(Flags.NOT_CONVERGED), 0)
         flags |= np.where(~finite, int(Flags.FAILED), 0)
         flags |= np.where(singular, int(Flags.COV_SINGULAR), 0)
+        flags |= np.where(np.any(undetected, axis=1), int(Flags.UPPER_LIMIT), 0)
         fm = self.forward
         label_cols = [i for i, n in enumerate(fm.param_names) if n in fm.label_names]
         lo, hi = fm.lower[label_cols], fm.upper[label_cols]
@@ -362,8 +505,10 @@ class Fitter:
         flags |= np.where(on_bound, int(Flags.AT_BOUND), 0)
         if self._rv_index is not None:
             rv = theta[:, self._rv_index]
+            span = np.abs(window[:, 1] - window[:, 0]) + 1e-9
+            at_edge = (rv <= window[:, 0] + 1e-4 * span) | (rv >= window[:, 1] - 1e-4 * span)
             limit = fm.upper[self._rv_index]
-            flags |= np.where(np.abs(rv) >= limit * (1 - 1e-4), int(Flags.RV_AT_LIMIT), 0)
+            flags |= np.where((np.abs(rv) >= limit * (1 - 1e-4)) | at_edge, int(Flags.RV_AT_LIMIT), 0)
         chi2 = cost.astype(np.float64) * self.inflation**2
         with np.errstate(divide="ignore", invalid="ignore"):
             red = np.where(dof > 0, chi2 / np.maximum(dof, 1), np.nan)
@@ -373,10 +518,82 @@ class Fitter:
         theta[few] = np.nan
         cov[few] = np.nan
         chi2 = np.where(few, np.nan, chi2)
-        return BatchFit(theta, cov, chi2, n_pix.astype(np.int64), dof, n_iter.astype(np.int64), converged.astype(bool) & ~few, flags)
+        for values in upper_limits.values():
+            values[few] = np.nan
+        return BatchFit(theta, cov, chi2, n_pix.astype(np.int64), dof, n_iter.astype(np.int64),
+                        converged.astype(bool) & ~few, flags, n_edge.astype(np.int64), upper_limits)
+
+    def _batch_fixed(self, fixed, batch: int) -> dict:
+        """Per-spectrum fixed values as (B,) arrays (only names the forward model holds fixed)."""
+        import jax.numpy as jnp
+
+        out = {}
+        for name, value in (fixed or {}).items():
+            if name not in self.forward.fixed:
+                raise ValueError(f"{name!r} is not a fixed parameter of this fit; fixed: {sorted(self.forward.fixed)}")
+            value = np.broadcast_to(np.asarray(value, dtype=np.float64), (batch,))
+            if name == "rv" and np.any(np.abs(value) > self.forward.rv_margin * (1 + 1e-12)):
+                raise ValueError(
+                    f"per-spectrum rv up to {np.abs(value).max():g} km/s exceeds the fitter's Doppler "
+                    f"margin {self.forward.rv_margin:g} km/s; build it with fixed={{'rv': 0}}, "
+                    "max_rv=... and pass a larger fixed rv"
+                )
+            out[name] = jnp.asarray(value)
+        return out
+
+    def _undetected(self, theta, fisher) -> np.ndarray:
+        """(B, n) bool: free even broadening parameters not detected (value < conditional 1σ)."""
+        out = np.zeros(theta.shape, bool)
+        for name in self._even:
+            j = self.space.index(name)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sigma = self._scale[j] / np.sqrt(np.clip(fisher[:, j, j], 0.0, None))  # conditional
+            out[:, j] = np.isfinite(theta[:, j]) & ~(theta[:, j] >= sigma)
+        return out
+
+    def _upper_limits(self, observations, fixed, theta, window, undetected) -> dict:
+        """name → (B,) 95 % upper limits (NaN where detected), from χ² scans of the undetected."""
+        import jax
+
+        limits = {}
+        for name in self._even:
+            j = self.space.index(name)
+            values = np.full(theta.shape[0], np.nan)
+            todo = np.flatnonzero(undetected[:, j])
+            if todo.size:
+                pick = _padded_pick(todo)
+                sub, sub_fixed = jax.tree_util.tree_map(lambda a: a[pick], (observations, fixed))
+                u_best = (theta[pick] - self._offset) / self._scale
+                grid, chi2 = (np.asarray(a, np.float64)[: todo.size] for a in self._scan_batch[name](
+                    self._library, sub, sub_fixed, u_best, window[pick]))
+                values[todo] = [_crossing(g, c - c.min(), UPPER_LIMIT_DCHI2) for g, c in zip(grid, chi2)]
+            limits[name] = values
+        return limits
 
 
-def _invert_fisher(fisher: np.ndarray, scale: np.ndarray, working: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _padded_pick(todo: np.ndarray) -> np.ndarray:
+    """Indices ``todo`` padded (by repeating the first) to a power of two: few compiled shapes."""
+    size = 1 << int(np.ceil(np.log2(todo.size)))
+    return np.concatenate([todo, np.full(size - todo.size, todo[0])])
+
+
+def _crossing(values: np.ndarray, delta: np.ndarray, level: float) -> float:
+    """First value at which ``delta`` (rising from its minimum) reaches ``level`` (linear
+    interpolation); the last value if it never does."""
+    start = int(np.argmin(delta))
+    above = np.flatnonzero(delta[start:] >= level)
+    if above.size == 0:
+        return float(values[-1])
+    k = start + int(above[0])
+    if k == 0:
+        return float(values[0])
+    d0, d1 = delta[k - 1], delta[k]
+    t = (level - d0) / (d1 - d0) if d1 > d0 else 1.0
+    return float(values[k - 1] + t * (values[k] - values[k - 1]))
+
+
+def _invert_fisher(fisher: np.ndarray, scale: np.ndarray, working: bool = False,
+                   exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Laplace covariance (physical units) from Fisher matrices (B, n, n), inverted in unit-scaled
     coordinates (θ = offset + scale·u).
 
@@ -388,14 +605,27 @@ def _invert_fisher(fisher: np.ndarray, scale: np.ndarray, working: bool = False)
             ``working``.
         scale: (n,) the scale of each parameter.
         working: whether ``fisher`` is already in unit-scaled coordinates.
+        exclude: optional (B, n) bool, parameters held at their value: the others' covariance is
+            that of the matrix without their rows and columns (conditional), theirs is NaN.
     """
     d = scale[None, :, None] * scale[None, None, :]
     scaled = fisher if working else fisher * d
     scaled = 0.5 * (scaled + np.swapaxes(scaled, 1, 2))
+    if exclude is not None and np.any(exclude):
+        # decouple the held parameters: unit diagonal, zero off-diagonal; their entries are NaN
+        keep = ~exclude
+        mask = keep[:, :, None] & keep[:, None, :]
+        eye = np.eye(scaled.shape[-1])[None] * exclude[:, :, None]
+        scaled = np.where(mask, scaled, 0.0) + eye * np.max(np.abs(np.nan_to_num(scaled)), axis=(1, 2),
+                                                         keepdims=True).clip(1e-30)
     w, v = np.linalg.eigh(np.nan_to_num(scaled))
     top = np.max(np.abs(w), axis=1, keepdims=True)
     floor = np.maximum(top * SINGULAR_RCOND, 1e-30)  # 1e-30: an all-zero Fisher matrix
     singular = np.any(w < floor, axis=1) | ~np.all(np.isfinite(fisher), axis=(1, 2))
     inv_w = 1.0 / np.maximum(w, floor)
     cov_scaled = np.einsum("bij,bj,bkj->bik", v, inv_w, v)
-    return cov_scaled * d, singular
+    cov = cov_scaled * d
+    if exclude is not None and np.any(exclude):
+        held = exclude[:, :, None] | exclude[:, None, :]
+        cov = np.where(held, np.nan, cov)
+    return cov, singular

@@ -4,8 +4,9 @@ Before Levenberg–Marquardt starts, every spectrum is compared with a library o
 (the box centre and scrambled Sobol points of the label box, broadened with the forward model's
 start values) on the forward model's log-uniform working grid:
 
-1. the pseudo-continuum-normalised data ``d`` and weights ``w`` (50 Å ivar-weighted filter,
-   :func:`~jaxpayne.forward.smooth_continuum`) are deposited onto the working grid at their
+1. the pseudo-continuum-normalised data ``d`` and weights ``w`` (the ivar-weighted running mean
+   :func:`~jaxpayne.forward.smooth_continuum`, of the fit's width for the filter continuum, else
+   50 Å; the templates are normalised by the same filter) are deposited onto the working grid at their
    rest-frame positions with the four cubic B-spline weights (the adjoint of evaluating a cubic
    spline there, so the template is interpolated as accurately as in the forward model);
 2. the χ² against template T (its spline coefficients c, and those of T²) at a shift of s nodes,
@@ -18,7 +19,9 @@ start values) on the forward model's log-uniform working grid:
    shifts, and the lowest χ² wins: its labels and velocity are the optimiser's start.
 
 This costs a few FFTs per spectrum whatever the velocity range, and replaces a χ² scan through
-the full forward model. The library does not depend on the spectra: it is built once per
+the full forward model. Everything here is a composition of the forward model's public functions
+(:func:`~jaxpayne.forward.working_spectrum`, :func:`~jaxpayne.forward.grid_positions`,
+:func:`~jaxpayne.forward.prepare_data`, :func:`~jaxpayne.forward.smooth_continuum`). The library does not depend on the spectra: it is built once per
 :class:`~jaxpayne.fitting.Fitter`. Its accuracy (a pixel's fraction in rv, the nearest library
 point in labels) only needs to put the optimiser in the right basin.
 """
@@ -34,7 +37,9 @@ import numpy as np
 
 from jaxpayne.forward.continuum import DEFAULT_FILTER_WIDTH, smooth_continuum
 from jaxpayne.forward.doppler import SPEED_OF_LIGHT
+from jaxpayne.forward.likelihood import PreparedData, prepare_data
 from jaxpayne.forward.resample import bspline_prefilter, cubic_bspline_weights
+from jaxpayne.forward.spectrum import grid_positions, working_spectrum
 
 __all__ = ["TemplateLibrary", "build_library", "presearch"]
 
@@ -62,8 +67,17 @@ class TemplateLibrary(NamedTuple):
     squares: jax.Array
 
 
+def _filter_width(forward) -> float:
+    return forward.continuum.width if forward.continuum.kind == "filter" else DEFAULT_FILTER_WIDTH
+
+
 def build_library(forward, theta: np.ndarray, u: np.ndarray, dtype=np.float32) -> TemplateLibrary:
-    """Evaluate and normalise the templates (eager; once per fitter).
+    """Evaluate and normalise the templates (once per fitter; chunked to bound memory).
+
+    Each template is broadened on the working grid with :func:`~jaxpayne.forward.working_spectrum`
+    and divided, piece by piece, by its running mean (:func:`~jaxpayne.forward.smooth_continuum`,
+    the filter the data get); the ramp padding between a piece's ends is normalised by a ramp
+    between the two end values, so the periodic piece stays continuous.
 
     Args:
         forward: the :class:`~jaxpayne.forward.ForwardModel`.
@@ -74,36 +88,43 @@ def build_library(forward, theta: np.ndarray, u: np.ndarray, dtype=np.float32) -
     Returns:
         The :class:`TemplateLibrary`.
     """
-    import scipy.ndimage
-
     grid = forward.grid
-    width = forward.continuum.width if forward.continuum.kind == "filter" else DEFAULT_FILTER_WIDTH
-    prefilter = bspline_prefilter(grid.fft_length)
-    # w = exp(−Δλ²/L²) is a Gaussian of σ = L/√2, here in working-grid nodes at each piece's centre
-    sigmas = [width / math.sqrt(2.0) / (math.exp(grid.starts[p] + 0.5 * grid.log_step * grid.lengths[p])
-                                        * grid.log_step) for p in range(grid.n_pieces)]
+    n_fft = grid.fft_length
+    width = _filter_width(forward)
+    prefilter = jnp.asarray(bspline_prefilter(n_fft), jnp.result_type(dtype, jnp.complex64))
+    nodes = [grid.wavelength(p) for p in range(grid.n_pieces)]
+
+    def normalise(samples):
+        rows = []
+        for p, wave in enumerate(nodes):
+            n = wave.size
+            piece = samples[p * n_fft : (p + 1) * n_fft]
+            body = piece[:n]
+            smooth = smooth_continuum(body, jnp.ones_like(body), jnp.asarray(wave, dtype), width=width,
+                                      wavelength_range=(float(wave[0]), float(wave[-1])))
+            body = body / jnp.where(jnp.abs(smooth) > 0, smooth, 1.0)
+            ramp = jnp.arange(1, n_fft - n + 1, dtype=dtype) / (n_fft - n + 1)
+            rows.append(jnp.concatenate([body, body[-1] + (body[0] - body[-1]) * ramp]))
+        out = jnp.stack(rows)
+        return jnp.where(jnp.isfinite(out), out, 0.0)
+
+    def coefficients(x):
+        return jnp.fft.irfft(jnp.fft.rfft(x, axis=-1) * prefilter, n=n_fft, axis=-1).astype(dtype)
 
     @jax.jit
     @jax.vmap
-    def samples(t):
-        return forward._broadened(forward.parameters(t), jnp.float32, spline=False)
+    def template(t):
+        values = forward.space.unflatten(t, dtype=dtype)
+        part = normalise(working_spectrum(forward, values, dtype, spline=False))
+        return coefficients(part), coefficients(part * part)
 
-    def coefficients(x):
-        return np.fft.irfft(np.fft.rfft(x, axis=-1) * prefilter, n=grid.fft_length, axis=-1)
-
-    spectra = np.empty((theta.shape[0], grid.n_pieces, grid.fft_length), dtype)
-    squares = np.empty_like(spectra)
+    spectra, squares = [], []
     for start in range(0, theta.shape[0], BUILD_CHUNK):  # bounded host and device memory
-        part = np.asarray(samples(jnp.asarray(theta[start : start + BUILD_CHUNK], jnp.float32)), np.float64)
-        part = part.reshape(-1, grid.n_pieces, grid.fft_length)
-        for p, sigma in enumerate(sigmas):
-            # the padded piece is periodic (ramp padding), hence mode "wrap"
-            smooth = scipy.ndimage.gaussian_filter1d(part[:, p], sigma, axis=-1, mode="wrap", truncate=5.0)
-            part[:, p] = part[:, p] / np.where(np.abs(smooth) > 0, smooth, 1.0)
-        part = np.nan_to_num(part, nan=0.0, posinf=0.0, neginf=0.0)
-        spectra[start : start + BUILD_CHUNK] = coefficients(part)
-        squares[start : start + BUILD_CHUNK] = coefficients(part**2)
-    return TemplateLibrary(jnp.asarray(u, dtype), jnp.asarray(spectra), jnp.asarray(squares))
+        a, b = template(jnp.asarray(theta[start : start + BUILD_CHUNK], dtype))
+        spectra.append(np.asarray(a))
+        squares.append(np.asarray(b))
+    return TemplateLibrary(jnp.asarray(u, dtype), jnp.asarray(np.concatenate(spectra)),
+                           jnp.asarray(np.concatenate(squares)))
 
 
 def library_size(requested: int, n_nodes: int) -> int:
@@ -122,43 +143,45 @@ def _correlate(deposit_ft, template, template_square, n: int):
 
 
 def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index: int | None,
-              rv_to_u, n_best: int = 1, prepared: dict | None = None):
+              rv_to_u, n_best: int = 1, prepared: PreparedData | None = None, rv=0.0):
     """Radial velocity and label start(s) of one spectrum (pure; vmap over spectra).
 
     Args:
         forward: the :class:`~jaxpayne.forward.ForwardModel`.
         library: the :class:`TemplateLibrary` (not batched).
         obs: one :class:`~jaxpayne.forward.Observation`.
-        fit_rv: search the velocity (else the shift is 0 or the fixed rv).
+        fit_rv: search the velocity (else the shift is ``rv``).
         rv_index: column of rv in the working coordinates (None when rv is fixed).
         rv_to_u: function rv [km/s] → working coordinate of rv.
         n_best: number of starts returned (the best templates, best first).
-        prepared: the forward model's data side (:meth:`~jaxpayne.forward.ForwardModel._prepare`),
+        prepared: the data side of the likelihood (:func:`~jaxpayne.forward.prepare_data`),
             computed here when not given; its running mean of the data is used when it has one.
+        rv: the (fixed) velocity [km/s] when ``fit_rv`` is False (traced allowed).
 
     Returns:
-        (n_best, n) starts in working coordinates, and the (n_best,) pre-search χ² of each.
+        (n_best, n) starts in working coordinates, the (n_best,) pre-search χ² of each, and the
+        (n_best,) velocities [km/s] of the starts.
     """
     grid = forward.grid
     n_pieces, n = grid.n_pieces, grid.fft_length
     dtype = library.spectra.dtype
 
     if prepared is None:
-        prepared = forward._prepare(obs, dtype)
-    valid = prepared["valid"]
-    ivar, flux, wavelength = (prepared[key].astype(dtype) for key in ("ivar", "data", "wavelength"))
-    smooth = prepared.get("smooth_data")
+        prepared = prepare_data(forward, obs, dtype)
+    valid = prepared.valid
+    ivar, flux, wavelength = (x.astype(dtype) for x in (prepared.ivar, prepared.data, prepared.wavelength))
+    smooth = prepared.smooth_data
     if smooth is None:  # another continuum treatment: the filter of the default width
-        smooth = smooth_continuum(flux, ivar, wavelength, prepared["segment"], width=DEFAULT_FILTER_WIDTH,
-                                  n_segments=forward.n_segments, wavelength_range=forward._filter_range())
+        smooth = smooth_continuum(flux, ivar, wavelength, prepared.segment, width=DEFAULT_FILTER_WIDTH,
+                                  n_segments=forward.n_segments, wavelength_range=forward.filter_range)
     smooth = smooth.astype(dtype)
     smooth = jnp.where(valid & (jnp.abs(smooth) > 0), smooth, 1.0)
     data = flux / smooth
     weight = ivar * smooth**2
 
     # rest-frame positions on the working grid and the cubic B-spline deposit there
-    fixed_rv = forward.fixed.get("rv", 0.0) if not fit_rv else 0.0
-    which, offset = forward._positions(wavelength, jnp.asarray(0.0, dtype), dtype)
+    which, offset = grid_positions(forward, wavelength, jnp.asarray(0.0, dtype), dtype,
+                                   getattr(obs, "wavelength_lo", None))
     lower = jnp.asarray(grid.spline_lower, dtype)[which]
     upper = jnp.asarray(grid.spline_upper, dtype)[which]
     base = jnp.asarray(grid.anchor_flat)[which]  # integer part kept apart: float32 precision
@@ -178,14 +201,13 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
             grid_values = grid_values.at[:, first + k].add(values * taps[:, k])
         return grid_values.reshape(2, n_pieces, n)
 
-    deposit = deposit_at(jnp.zeros((), dtype))
     constant = jnp.sum(weight * data * data)
 
     max_shift = int(math.floor(math.atanh(forward.max_rv / SPEED_OF_LIGHT) / grid.log_step))
     max_shift = min(max_shift, n // 2 - 2)
     shifts = jnp.arange(-max_shift, max_shift + 1)
 
-    deposit_ft = jnp.fft.rfft(deposit, axis=-1) if fit_rv else None
+    deposit_ft = jnp.fft.rfft(deposit_at(jnp.zeros((), dtype)), axis=-1) if fit_rv else None
 
     def best_shift(template, template_square):
         curve = _correlate(deposit_ft, template, template_square, n)
@@ -202,15 +224,15 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
         shift = best_shift(library.spectra[0], library.squares[0])
         shifted = deposit_at(shift)
     else:
-        shift = math.atanh(fixed_rv / SPEED_OF_LIGHT) / grid.log_step
-        shifted = deposit_at(jnp.asarray(shift, dtype)) if shift else deposit
+        shift = jnp.arctanh(jnp.asarray(rv, dtype) / SPEED_OF_LIGHT) / grid.log_step
+        shifted = deposit_at(shift)
     # score every template at that (fractional) shift
     chi2 = (constant - 2.0 * jnp.einsum("pn,kpn->k", shifted[0], library.spectra)
             + jnp.einsum("pn,kpn->k", shifted[1], library.squares))
     chi2 = jnp.where(jnp.isfinite(chi2), chi2, jnp.inf)
     if not fit_rv:
         order = jnp.argsort(chi2)[:n_best]
-        return library.u[order], chi2[order]
+        return library.u[order], chi2[order], jnp.full(order.shape, rv, dtype)
     # the best few, each at its own best velocity (a template unlike the star can pull the first
     # velocity off by a fraction of a node, enough to favour a wrong neighbour)
     n_candidates = min(max(CANDIDATES, n_best), chi2.shape[0])
@@ -225,6 +247,6 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
     lowest = jnp.where(jnp.isfinite(lowest), lowest, jnp.inf)
     order = jnp.argsort(lowest)[:n_best]
     starts = library.u[candidates[order]]
-    rv = SPEED_OF_LIGHT * jnp.tanh(refined[order] * grid.log_step)
-    starts = starts.at[:, rv_index].set(rv_to_u(rv).astype(starts.dtype))
-    return starts, lowest[order]
+    velocity = SPEED_OF_LIGHT * jnp.tanh(refined[order] * grid.log_step)
+    starts = starts.at[:, rv_index].set(rv_to_u(velocity).astype(starts.dtype))
+    return starts, lowest[order], velocity

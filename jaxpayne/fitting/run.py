@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxpayne.fitting.fitter import Fitter, Flags
+from jaxpayne.fitting.fitter import CLIPPED_FRACTION_LIMIT, EVEN_PARAMETERS, Fitter, Flags
+from jaxpayne.forward.doppler import SPEED_OF_LIGHT
 
 __all__ = ["fit_spectra", "read_results", "result_columns"]
 
@@ -36,12 +37,29 @@ LENGTH_QUANTUM = 512
 _FORMATS = {".fits": "fits", ".fit": "fits", ".ecsv": "ascii.ecsv", ".parquet": "parquet"}
 
 
+#: Definition of the reported radial velocity (recorded in every table's header).
+RV_DEFINITION = ("relativistic radial velocity v [km/s], > 0 receding: lambda_obs/lambda_rest = "
+                 "sqrt((1+v/c)/(1-v/c)); cz = c*(lambda_obs/lambda_rest - 1) differs at O(v^2/c)")
+#: Table-header keyword holding the JSON of the run's model and settings.
+SETTINGS_KEY = "FITSETUP"
+
+
 def result_columns(param_names: Sequence[str]) -> list[str]:
-    """Column names of a results table, in order."""
+    """Column names of a results table, in order.
+
+    Per parameter: the value, its formal (Laplace) error ``<name>_err`` and ``<name>_err_scaled``,
+    the formal error times √max(χ²_red, 1) added in quadrature to the user's systematic floor;
+    for vsini and vmacro also ``<name>_upper`` (95 % upper limit where not detected). Then the
+    velocity frame: ``rv_frame`` (frame of the input wavelengths), ``bc`` (barycentric correction
+    from the header [km/s]) and ``rv_bary`` (rv in the barycentric frame where it can be formed).
+    """
     cols = ["id", "source"]
     for name in param_names:
-        cols += [name, f"{name}_err"]
-    return cols + ["chi2", "dof", "chi2_red", "n_pixels", "converged", "n_iter", "flags", "message", "covariance"]
+        cols += [name, f"{name}_err", f"{name}_err_scaled"]
+        if name in EVEN_PARAMETERS:
+            cols.append(f"{name}_upper")
+    return cols + ["rv_frame", "bc", "rv_bary", "chi2", "dof", "chi2_red", "n_pixels", "n_clipped",
+                   "converged", "n_iter", "flags", "message", "covariance"]
 
 
 def fit_spectra(
@@ -55,6 +73,8 @@ def fit_spectra(
     fitter: Fitter | None = None,
     failures: Sequence[tuple[str, str]] = (),
     table_every: float = 60.0,
+    error_floor: dict[str, float] | None = None,
+    report=None,
     **fitter_options,
 ):
     """Fit a stream of spectra with a model; return an astropy Table with one row per spectrum.
@@ -86,21 +106,25 @@ def fit_spectra(
         table_every: minimum time between rewrites of the ``out`` table during the run [s]. The
             table is written after the first batch, then at most this often, and at the end; the
             fsynced journal holds every finished row in between. 0 rewrites after every batch.
+        error_floor: parameter name → systematic error floor (parameter units), added in
+            quadrature in ``<name>_err_scaled``.
+        report: optional callable ``(source, message)`` told about every spectrum that becomes
+            a FAILED row (the CLI prints them on stderr).
         **fitter_options: options of :class:`Fitter` (``rv``, ``vsini``, ``continuum``,
             ``restarts``...). ``n_segments`` defaults to the first spectrum's number of segments;
             a later spectrum with more segments gets a FAILED row, so pass it when spectra with
             different numbers of segments are mixed.
 
     Returns:
-        ``astropy.table.Table`` with columns ``id``, ``source``, each parameter and
-        ``<name>_err``, ``chi2``, ``dof``, ``chi2_red``, ``n_pixels``, ``converged``, ``n_iter``,
-        ``flags`` (:class:`~jaxpayne.fitting.Flags` bits), ``message`` and ``covariance``;
-        ``table.meta`` records the parameter names, the model and the fit settings. With
+        ``astropy.table.Table`` with the columns of :func:`result_columns` (``flags`` holds
+        :class:`~jaxpayne.fitting.Flags` bits); ``table.meta`` records the parameter names, the
+        rv definition, the model (name and content hash) and every fit setting. With
         ``resume``, the earlier rows come first.
 
     Raises:
         FileExistsError: ``out`` (or its journal) exists and ``resume`` is False.
-        ValueError: ``out`` has an unknown extension, or its existing rows have other columns.
+        ValueError: ``out`` has an unknown extension, or its existing rows come from another
+            model or other settings.
     """
     from tqdm.auto import tqdm
 
@@ -119,27 +143,35 @@ def fit_spectra(
             fitter_options["n_segments"] = first.n_segments if first is not None else 1
         fitter = Fitter(model, **fitter_options)
     names = fitter.param_names
-    rows = _previous_rows(out_path, journal, names) if resume and out_path is not None else {}
+    floor = dict(error_floor or {})
+    unknown = sorted(set(floor) - set(names))
+    if unknown:
+        raise ValueError(f"error floor for unknown parameter(s) {unknown}; fitted: {list(names)}")
+    setup = run_setup(model, fitter, floor)
+    rows = _previous_rows(out_path, journal, names, setup) if resume and out_path is not None else {}
     done = {key for key, row in rows.items() if not _retryable(row)}
+    if journal is not None and not journal.exists():
+        _write_journal_header(journal, setup)
+    context = _RunContext(names, floor, report)
 
     batch_size = max(1, int(batch_size))
     bar = tqdm(total=total, unit="spectra", desc="fitting", disable=not progress, leave=False)
     n_batch, written, n_fitted, t0 = None, -math.inf, 0, time.perf_counter()
     try:
-        for chunk, last in _chunks(_entries(items, fitter, names, done, bar), batch_size):
+        for chunk, last in _chunks(_entries(items, fitter, context, done, bar), batch_size):
             n_fit = sum(isinstance(entry, tuple) for entry in chunk)
             if n_batch is None and n_fit:
                 n_batch = n_fit if last else batch_size  # fixed from the first fitted batch on
-            _commit(_chunk_rows(fitter, names, chunk, n_batch), rows, journal)
+            _commit(_chunk_rows(fitter, context, chunk, n_batch), rows, journal)
             if out_path is not None and not last and time.monotonic() - written >= table_every:
-                _write_table(_table(rows.values(), names, fitter), out_path)
+                _write_table(_table(rows.values(), names, fitter, setup), out_path)
                 written = time.monotonic()
             n_fitted += n_fit
             bar.update(len(chunk))
             bar.set_postfix(spectra_per_s=f"{n_fitted / (time.perf_counter() - t0):.2f}")
     finally:
         bar.close()
-    table = _table(rows.values(), names, fitter)
+    table = _table(rows.values(), names, fitter, setup)
     if out_path is not None:
         # the table on disk must hold every row (also those only in the journal) before the
         # journal goes
@@ -147,6 +179,52 @@ def fit_spectra(
         if journal.exists():
             journal.unlink()
     return table
+
+
+class _RunContext:
+    """What row building needs: the parameter names, error floors and the failure reporter."""
+
+    def __init__(self, names, floor, report):
+        self.names, self.floor, self.report = tuple(names), dict(floor), report
+
+    def failed(self, id_, source, message) -> dict:
+        if self.report is not None:
+            self.report(source, message)
+        return _failed_row(self.names, id_, source, message)
+
+
+def model_fingerprint(model) -> dict:
+    """Name and content hash (SHA-256 over weights, labels, bounds, grid and error) of a model."""
+    import hashlib
+
+    import jax
+
+    digest = hashlib.sha256()
+    for name in getattr(model, "label_names", ()):
+        digest.update(str(name).encode())
+    for array in (getattr(model, "wavelength", None), *getattr(model, "bounds", ()),
+                  getattr(model, "emulator_error", None)):
+        if array is not None:
+            digest.update(np.ascontiguousarray(np.asarray(array, np.float64)).tobytes())
+    params = getattr(model, "params", None)
+    for leaf in jax.tree_util.tree_leaves(params):
+        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    provenance = getattr(model, "provenance", None) or {}
+    name = provenance.get("name") or provenance.get("source") or type(model).__name__
+    return {"name": str(name), "sha256": digest.hexdigest()}
+
+
+def run_setup(model, fitter: Fitter, error_floor: dict | None = None) -> dict:
+    """The model and every setting of a run (JSON-serialisable), as recorded in tables."""
+    return {"model": model_fingerprint(model), "fit": fitter.describe_settings(),
+            "error_floor": dict(error_floor or {})}
+
+
+def _write_journal_header(journal: Path, setup: dict) -> None:
+    with open(journal, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"__setup__": setup}) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _peek_spectrum(items: Iterator):
@@ -159,7 +237,7 @@ def _peek_spectrum(items: Iterator):
     return None, iter(head)
 
 
-def _entries(items, fitter: Fitter, names, done: set, bar):
+def _entries(items, fitter: Fitter, context: _RunContext, done: set, bar):
     """Each input item, in order, as a FAILED row or ``(id, source, observation, extra)`` to fit.
 
     Spectra whose ``(source, id)`` is in ``done`` are skipped; a repeated pair gets ``#k``.
@@ -181,7 +259,7 @@ def _entries(items, fitter: Fitter, names, done: set, bar):
                 obs, extra = _observation(fitter, item)
             except ValueError as err:
                 failed, message = True, str(err)
-        yield _failed_row(names, id_, source, message) if failed else (id_, source, obs, extra)
+        yield context.failed(id_, source, message) if failed else (id_, source, obs, extra)
 
 
 def _chunks(entries, batch_size: int):
@@ -198,7 +276,7 @@ def _chunks(entries, batch_size: int):
         yield chunk, True
 
 
-def _chunk_rows(fitter: Fitter, names, chunk, n_batch) -> list[dict]:
+def _chunk_rows(fitter: Fitter, context: _RunContext, chunk, n_batch) -> list[dict]:
     """Fit a chunk's spectra in one batch of ``n_batch``; the chunk's rows in order."""
     fits = [entry for entry in chunk if isinstance(entry, tuple)]
     fitted = iter(())
@@ -206,12 +284,21 @@ def _chunk_rows(fitter: Fitter, names, chunk, n_batch) -> list[dict]:
         length = max(int(np.shape(obs.wavelength)[0]) for _, _, obs, _ in fits)
         length = LENGTH_QUANTUM * math.ceil(length / LENGTH_QUANTUM)
         result = fitter.fit(_pad_batch([obs for _, _, obs, _ in fits], n_batch, length))
-        fitted = (_result_row(names, *fit[:2], fit[3], result, i) for i, fit in enumerate(fits))
+        fitted = (_result_row(context, *fit[:2], fit[3], result, i) for i, fit in enumerate(fits))
     return [next(fitted) if isinstance(entry, tuple) else entry for entry in chunk]
 
 
 def _observation(fitter: Fitter, spectrum):
-    """A spectrum as a checked Observation; pixels the model cannot reach are masked."""
+    """A spectrum as a checked Observation; pixels the model cannot reach are masked.
+
+    Returns:
+        The observation and ``extra``: the good pixels, those masked here, the velocity frame
+        and barycentric correction of the input.
+
+    Raises:
+        ValueError: for a spectrum with more segments than the fit, or none of whose good pixels
+            the model covers.
+    """
     fm = fitter.forward
     if spectrum.n_segments > fm.n_segments:
         raise ValueError(
@@ -219,14 +306,34 @@ def _observation(fitter: Fitter, spectrum):
             "(n_segments comes from the first spectrum unless given)"
         )
     ivar = np.where(spectrum.good, spectrum.ivar, 0.0)
-    obs = fm.observation(
+    obs = fitter.observation(
         spectrum.wavelength, np.where(spectrum.good, spectrum.flux, 0.0), ivar,
-        segment=spectrum.segment, medium=spectrum.medium, outside="mask",
+        segment=spectrum.segment, medium=spectrum.medium,
     )
-    clipped = int(np.sum(ivar > 0) - np.sum(np.asarray(obs.ivar) > 0))
-    extra_flags = int(Flags.PIXELS_CLIPPED) if clipped else 0
-    note = f"{clipped} pixels outside the model's range masked" if clipped else ""
-    return obs, (extra_flags, note)
+    n_good = int(np.sum(ivar > 0))
+    kept = int(np.sum(np.asarray(obs.ivar) > 0))
+    if n_good and not kept:
+        wave = np.asarray(spectrum.wavelength)
+        ranges = ", ".join(f"{lo:.1f}–{hi:.1f}" for lo, hi in fm.grid.emulator_range)
+        raise ValueError(
+            f"spectrum ({wave.min():.1f}–{wave.max():.1f} Å) lies entirely outside the model's "
+            f"range ({ranges} Å, {fm.medium})"
+        )
+    bc = getattr(spectrum, "barycentric_correction", None)
+    extra = {"n_good": n_good, "n_masked": n_good - kept,
+             "frame": getattr(spectrum, "frame", None) or "unknown",
+             "bc": float("nan") if bc is None else float(bc)}
+    return obs, extra
+
+
+def _barycentric(rv: float, frame: str, bc: float) -> float:
+    """rv in the barycentric frame: relativistic addition of the barycentric correction to a
+    topocentric rv; the rv itself for barycentric/heliocentric input; NaN otherwise."""
+    if frame == "topocentric" and np.isfinite(bc):
+        return (rv + bc) / (1.0 + rv * bc / SPEED_OF_LIGHT**2)
+    if frame in ("barycentric", "heliocentric"):
+        return rv
+    return float("nan")
 
 
 def _pad_batch(observations, n_batch: int, length: int):
@@ -238,22 +345,40 @@ def _pad_batch(observations, n_batch: int, length: int):
     return pad_observations(obs, length)
 
 
-def _result_row(names, id_, source, extra, result, i) -> dict:
+def _result_row(context: _RunContext, id_, source, extra, result, i) -> dict:
+    names = context.names
     row: dict[str, Any] = {"id": id_, "source": source}
     theta, cov = result.theta[i], result.covariance[i]
     err = np.sqrt(np.clip(np.diag(cov), 0, None))
+    dof = int(result.dof[i])
+    chi2 = float(result.chi2[i])
+    chi2_red = chi2 / dof if dof > 0 else float("nan")
+    inflate = math.sqrt(max(chi2_red, 1.0)) if np.isfinite(chi2_red) else 1.0
     for j, name in enumerate(names):
         row[name] = float(theta[j])
         row[f"{name}_err"] = float(err[j])
-    flags = int(result.flags[i]) | extra[0]
-    note = extra[1]
-    dof = int(result.dof[i])
-    chi2 = float(result.chi2[i])
+        row[f"{name}_err_scaled"] = float(math.hypot(err[j] * inflate, context.floor.get(name, 0.0)))
+        if name in EVEN_PARAMETERS:
+            row[f"{name}_upper"] = float(result.upper_limits.get(name, np.full(i + 1, np.nan))[i])
+    n_clipped = int(extra["n_masked"]) + int(result.n_clipped[i])
+    flags = int(result.flags[i])
+    note = ""
+    if n_clipped:
+        note = f"{n_clipped} of {extra['n_good']} good pixels outside the model's range"
+        if n_clipped > CLIPPED_FRACTION_LIMIT * max(extra["n_good"], 1):
+            flags |= int(Flags.PIXELS_CLIPPED)
+    rv = row.get("rv", float("nan"))
+    if "rv" not in names:
+        rv = float("nan")
     row.update(
+        rv_frame=extra["frame"],
+        bc=extra["bc"],
+        rv_bary=_barycentric(rv, extra["frame"], extra["bc"]) if np.isfinite(rv) else float("nan"),
         chi2=chi2,
         dof=dof,
-        chi2_red=chi2 / dof if dof > 0 else float("nan"),
+        chi2_red=chi2_red,
         n_pixels=int(result.n_pixels[i]),
+        n_clipped=n_clipped,
         converged=bool(result.converged[i]),
         n_iter=int(result.n_iter[i]),
         flags=flags,
@@ -270,10 +395,12 @@ def _describe_flags(flags: int) -> str:
 def _failed_row(names, id_, source, message) -> dict:
     row: dict[str, Any] = {"id": id_, "source": source}
     for name in names:
-        row[name] = float("nan")
-        row[f"{name}_err"] = float("nan")
+        row[name] = row[f"{name}_err"] = row[f"{name}_err_scaled"] = float("nan")
+        if name in EVEN_PARAMETERS:
+            row[f"{name}_upper"] = float("nan")
     n = len(names)
-    row.update(chi2=float("nan"), dof=0, chi2_red=float("nan"), n_pixels=0, converged=False, n_iter=0,
+    row.update(rv_frame="unknown", bc=float("nan"), rv_bary=float("nan"),
+               chi2=float("nan"), dof=0, chi2_red=float("nan"), n_pixels=0, n_clipped=0, converged=False, n_iter=0,
                flags=int(Flags.FAILED), message=message.splitlines()[0] if message else "failed",
                covariance=np.full((n, n), np.nan))
     return row
@@ -331,7 +458,7 @@ def _write_table(table, out_path: Path) -> None:
             os.close(fd)
 
 
-def _table(rows, names, fitter):
+def _table(rows, names, fitter, setup):
     from astropy.table import Table
 
     rows = list(rows)
@@ -345,7 +472,7 @@ def _table(rows, names, fitter):
         data["covariance"] = np.stack([np.asarray(c, dtype=np.float64).reshape(n, n) for c in data["covariance"]])
     table = Table(data, names=cols)
     for c in cols:
-        if c in ("id", "source", "message"):
+        if c in ("id", "source", "message", "rv_frame"):
             table[c] = table[c].astype(str)
     model = fitter.model
     units = dict(zip(getattr(model, "label_names", ()), getattr(model, "label_units", ())))
@@ -353,17 +480,29 @@ def _table(rows, names, fitter):
     for name in names:
         unit = units.get(name)
         if unit and unit != "dex":
-            table[name].unit = table[f"{name}_err"].unit = unit
+            for c in (name, f"{name}_err", f"{name}_err_scaled", f"{name}_upper"):
+                if c in table.colnames:
+                    table[c].unit = unit
+    table["bc"].unit = table["rv_bary"].unit = "km/s"
     table.meta["PARAMS"] = ",".join(names)
     table.meta["CONTINUU"] = str(fitter.forward.continuum)
     table.meta["FLAGS"] = "; ".join(f"{f.value}={f.name}" for f in Flags)
+    table.meta["RVDEF"] = RV_DEFINITION
+    table.meta["MODEL"] = setup["model"]["name"]
+    table.meta["MODELSHA"] = setup["model"]["sha256"]
+    table.meta[SETTINGS_KEY] = json.dumps(setup, sort_keys=True)
     return table
 
 
-def _previous_rows(out_path: Path, journal: Path, names) -> dict[tuple[str, str], dict]:
-    """The rows of an earlier run: the table, then the journal on top (a later row wins)."""
+def _previous_rows(out_path: Path, journal: Path, names, setup: dict) -> dict[tuple[str, str], dict]:
+    """The rows of an earlier run: the table, then the journal on top (a later row wins).
+
+    Raises:
+        ValueError: when the earlier run used another model or other settings.
+    """
     rows: dict[tuple[str, str], dict] = {}
     if out_path.exists():
+        _check_setup(out_path, _table_setup(out_path), setup)
         for row in read_results(out_path):
             _add(rows, row)
     if journal.exists():
@@ -373,6 +512,9 @@ def _previous_rows(out_path: Path, journal: Path, names) -> dict[tuple[str, str]
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut off by a kill
+                if "__setup__" in row:
+                    _check_setup(journal, row["__setup__"], setup)
+                    continue
                 _add(rows, row)
     cols = set(result_columns(names))
     for row in rows.values():
@@ -382,6 +524,50 @@ def _previous_rows(out_path: Path, journal: Path, names) -> dict[tuple[str, str]
                 "write to a new file"
             )
     return rows
+
+
+def _table_setup(path: Path) -> dict | None:
+    """The setup recorded in a results table's header (None if absent or unreadable)."""
+    if _FORMATS.get(path.suffix.lower()) == "parquet":
+        try:  # the header only (astropy's parquet reader leaves threads behind, see read_results)
+            import pyarrow.parquet as pq
+            from astropy.io.misc import yaml
+
+            header = (pq.read_schema(path).metadata or {}).get(b"table_meta_yaml")
+            value = dict(yaml.load(header.decode()).get("meta", {})).get(SETTINGS_KEY) if header else None
+            return json.loads(value) if value else None
+        except Exception:  # noqa: BLE001 - foreign or old files carry no setup
+            return None
+    try:
+        from astropy.table import Table
+
+        value = Table.read(path, format=_FORMATS.get(path.suffix.lower())).meta.get(SETTINGS_KEY)
+        return json.loads(value) if value else None
+    except Exception:  # noqa: BLE001 - read_results reports unreadable tables
+        return None
+
+
+def _check_setup(path: Path, previous: dict | None, setup: dict) -> None:
+    """Refuse to resume a run made with another model or other settings (one line)."""
+    if previous is None:
+        raise ValueError(f"{path}: existing results record no model or settings; write to a new file")
+    previous = json.loads(json.dumps(previous, sort_keys=True))
+    current = json.loads(json.dumps(setup, sort_keys=True))
+    if previous["model"] != current["model"]:
+        raise ValueError(
+            f"{path}: existing results come from model {previous['model'].get('name')} "
+            f"(sha256 {str(previous['model'].get('sha256'))[:12]}…), not {current['model']['name']} "
+            f"({current['model']['sha256'][:12]}…); write to a new file"
+        )
+    changed = sorted(k for k in set(previous["fit"]) | set(current["fit"])
+                     if previous["fit"].get(k) != current["fit"].get(k))
+    if previous.get("error_floor") != current.get("error_floor"):
+        changed.append("error_floor")
+    if changed:
+        raise ValueError(
+            f"{path}: existing results were fitted with other settings ({', '.join(changed)}); "
+            "use the same options to resume, or write to a new file"
+        )
 
 
 def _key(source, id_) -> tuple[str, str]:
@@ -403,11 +589,14 @@ def read_results(path: str | os.PathLike) -> list[dict]:
         except Exception as err:  # pyarrow raises many types for unreadable files
             raise ValueError(f"{path}: cannot read existing results ({type(err).__name__}: {err})") from None
         for row in rows:
-            for c in ("id", "source", "message"):
-                row[c] = str(row.get(c) or "")
+            for c in ("id", "source", "message", "rv_frame"):
+                if c in row:
+                    row[c] = str(row.get(c) or "")
         return rows
+    fmt = _FORMATS.get(path.suffix.lower())
     try:
-        table = Table.read(path, format=_FORMATS.get(path.suffix.lower()))
+        # NaN is a value here (an unfitted parameter), not a missing cell
+        table = Table.read(path, format=fmt, **({"mask_invalid": False} if fmt == "fits" else {}))
     except Exception as err:  # astropy raises many types for unreadable files
         raise ValueError(f"{path}: cannot read existing results ({type(err).__name__}: {err})") from None
     rows = []
@@ -416,7 +605,7 @@ def read_results(path: str | os.PathLike) -> list[dict]:
         for c in table.colnames:
             v = r[c]
             row[c] = v.tolist() if hasattr(v, "tolist") else v
-            if c in ("id", "source", "message"):
+            if c in ("id", "source", "message", "rv_frame"):
                 row[c] = str(row[c] or "")
         rows.append(row)
     return rows

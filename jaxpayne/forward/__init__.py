@@ -1,8 +1,12 @@
 """The differentiable forward model: emulator → what an instrument records.
 
 Pure, composable, jit/vmap/grad-able steps (each an exact identity when its parameter is absent or
-zero) and :class:`ForwardModel`, which composes them around an emulator with named, fixable
-parameters. See ``docs/forward_model.md`` for the equations and conventions:
+zero) and :class:`ForwardModel`, a pytree (the emulator's weights are its leaves) holding the static
+description — :class:`ParameterSpace`, working grid, instrument, continuum — that the pure
+functions take as their first argument: :func:`model_spectrum` → :func:`apply_continuum` (after
+:func:`prepare_data`) → :func:`gaussian_loglike` / :func:`whitened_residuals`, and
+:func:`fisher_matrix` of the same likelihood, with :data:`DEFAULT_SETTINGS` shared by fitting,
+sampling and bounds. See ``docs/forward_model.md`` for the equations and conventions:
 
 * wavelengths in Å, in the emulator's medium (vacuum or air; :func:`air_to_vacuum`,
   :func:`vacuum_to_air`); velocities in km/s; rv > 0 means receding (redshift);
@@ -31,6 +35,7 @@ from jaxpayne.forward.broadening import (
 )
 from jaxpayne.forward.continuum import (
     ContinuumFit,
+    ContinuumSpec,
     chebyshev_continuum,
     chebyshev_design,
     smooth_continuum,
@@ -41,9 +46,33 @@ from jaxpayne.forward.doppler import (
     doppler_log_shift,
     doppler_shift,
 )
+from jaxpayne.forward.continuum import parse_continuum
 from jaxpayne.forward.grid import WorkingGrid, log_uniform_wavelength, working_grid
+from jaxpayne.forward.likelihood import (
+    DEFAULT_SETTINGS,
+    LikelihoodSettings,
+    Normalized,
+    PreparedData,
+    apply_continuum,
+    fisher_matrix,
+    gaussian_loglike,
+    jacobian,
+    loglike,
+    prepare_data,
+    residuals,
+    whitened_residuals,
+)
 from jaxpayne.forward.media import air_to_vacuum, convert_medium, vacuum_to_air
-from jaxpayne.forward.model import ForwardModel, parse_continuum
+from jaxpayne.forward.model import ForwardModel
+from jaxpayne.forward.parameters import ParameterSpace
+from jaxpayne.forward.spectrum import (
+    ModelSpectrum,
+    emulator_flux,
+    grid_positions,
+    model_spectrum,
+    usable_pixels,
+    working_spectrum,
+)
 from jaxpayne.forward.observation import (
     Observation,
     make_observation,
@@ -53,13 +82,33 @@ from jaxpayne.forward.observation import (
 from jaxpayne.forward.resample import evaluate_gaussian, evaluate_spline, spline_coefficients
 
 __all__ = [
+    "DEFAULT_SETTINGS",
     "FWHM_TO_SIGMA",
     "SPEED_OF_LIGHT",
     "ContinuumFit",
+    "ContinuumSpec",
     "ForwardModel",
+    "LikelihoodSettings",
+    "ModelSpectrum",
+    "Normalized",
     "Observation",
+    "ParameterSpace",
+    "PreparedData",
     "WorkingGrid",
     "air_to_vacuum",
+    "apply_continuum",
+    "emulator_flux",
+    "fisher_matrix",
+    "gaussian_loglike",
+    "grid_positions",
+    "jacobian",
+    "loglike",
+    "model_spectrum",
+    "prepare_data",
+    "residuals",
+    "usable_pixels",
+    "whitened_residuals",
+    "working_spectrum",
     "broaden",
     "chebyshev_continuum",
     "chebyshev_design",

@@ -34,6 +34,8 @@ import numpy as np
 __all__ = [
     "DEFAULT_FILTER_WIDTH",
     "ContinuumFit",
+    "ContinuumSpec",
+    "parse_continuum",
     "chebyshev_continuum",
     "chebyshev_design",
     "smooth_continuum",
@@ -45,6 +47,60 @@ DEFAULT_FILTER_WIDTH = 50.0
 FILTER_BINS_PER_WIDTH = 16
 #: Half-width of the binned Gaussian, in its σ.
 FILTER_TRUNCATION = 5.0
+
+
+class ContinuumSpec(NamedTuple):
+    """A continuum treatment (see :func:`parse_continuum`).
+
+    Attributes:
+        kind: ``"filter"``, ``"cheb"`` or ``"none"``.
+        width: smoothing length L [Å] (filter).
+        degree: polynomial degree (cheb).
+        free: whether Chebyshev coefficients are free parameters (cheb).
+    """
+
+    kind: str
+    width: float = DEFAULT_FILTER_WIDTH
+    degree: int = 0
+    free: bool = False
+
+    def __str__(self) -> str:
+        if self.kind == "filter":
+            return f"filter:{self.width:g}"
+        if self.kind == "cheb":
+            return f"cheb:{self.degree}" + (":free" if self.free else "")
+        return "none"
+
+
+def parse_continuum(spec) -> ContinuumSpec:
+    """Parse ``"filter"``, ``"filter:WIDTH"``, ``"cheb:N"``, ``"cheb:N:free"`` or ``"none"``.
+
+    A :class:`ContinuumSpec` is returned unchanged.
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if isinstance(spec, ContinuumSpec):
+        return spec
+    text = str(spec).strip().lower()
+    parts = text.split(":")
+    try:
+        if parts[0] == "none" and len(parts) == 1:
+            return ContinuumSpec("none")
+        if parts[0] == "filter" and len(parts) <= 2:
+            width = float(parts[1]) if len(parts) == 2 else DEFAULT_FILTER_WIDTH
+            if width > 0:
+                return ContinuumSpec("filter", width=width)
+        if parts[0] == "cheb" and len(parts) in (2, 3) and (len(parts) == 2 or parts[2] == "free"):
+            degree = int(parts[1])
+            if degree >= 0:
+                return ContinuumSpec("cheb", degree=degree, free=len(parts) == 3)
+    except ValueError:
+        pass
+    raise ValueError(
+        f"continuum must be 'filter', 'filter:WIDTH', 'cheb:N', 'cheb:N:free' or 'none', "
+        f"got {spec!r}"
+    )
 
 
 def _concrete_range(wavelength) -> tuple[float, float]:
@@ -67,6 +123,8 @@ def smooth_continuum(
     n_segments: int = 1,
     wavelength_range: tuple[float, float] | None = None,
     bin_width: float | None = None,
+    denominator=None,
+    return_denominator: bool = False,
 ):
     """Inverse-variance-weighted Gaussian running mean of a spectrum, per segment.
 
@@ -81,24 +139,19 @@ def smooth_continuum(
         wavelength_range: (lo, hi) [Å] covering all pixels (static); required under jit/vmap,
             taken from ``wavelength`` otherwise. Pixels outside are clamped to its ends.
         bin_width: bin width [Å] of the internal grid (static), default L/16.
+        denominator: (n,) the smoothed weights returned earlier for the same ``ivar`` (the
+            denominator depends on the weights only): smoothing another spectrum with the same
+            weights then costs half.
+        return_denominator: also return the denominator.
 
     Returns:
-        (n,) smoothed flux. Where no unmasked pixel lies within ~5 L in the same segment the
+        (n,) smoothed flux (and the (n,) denominator if ``return_denominator``). Where no unmasked pixel lies within ~5 L in the same segment the
         result is 1.
 
     Example:
         >>> pseudo = smooth_continuum(flux, ivar, wavelength, width=50.0)
         >>> normalized = flux / pseudo
     """
-    return _smooth_continuum(flux, ivar, wavelength, segment, width=width, n_segments=n_segments,
-                             wavelength_range=wavelength_range, bin_width=bin_width)[0]
-
-
-def _smooth_continuum(flux, ivar, wavelength, segment=None, *, width, n_segments, wavelength_range,
-                      bin_width=None, denominator=None):
-    """:func:`smooth_continuum`, also returning its denominator (the smoothed weights, which
-    depend only on ``ivar``): pass that back as ``denominator`` to smooth other spectra with
-    the same weights at half the cost."""
     flux = jnp.asarray(flux)
     dtype = flux.dtype
     ivar = jnp.asarray(ivar, dtype=dtype)
@@ -151,7 +204,8 @@ def _smooth_continuum(flux, ivar, wavelength, segment=None, *, width, n_segments
     den = back(smoothed[n_segments:]) if denominator is None else jnp.asarray(denominator, dtype)
     floor = jnp.finfo(dtype).eps * jnp.max(den)
     good = den > floor
-    return jnp.where(good, num / jnp.where(good, den, 1.0), 1.0), den
+    smooth = jnp.where(good, num / jnp.where(good, den, 1.0), 1.0)
+    return (smooth, den) if return_denominator else smooth
 
 
 def chebyshev_design(wavelength, segment=None, ivar=None, *, n_segments: int = 1, degree: int = 4):

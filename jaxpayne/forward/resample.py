@@ -27,6 +27,8 @@ __all__ = [
     "cubic_bspline_weights",
     "evaluate_gaussian",
     "evaluate_spline",
+    "gaussian_window_at",
+    "spline_at",
     "spline_coefficients",
 ]
 
@@ -94,10 +96,20 @@ def cubic_bspline_weights(t):
     return jnp.stack([w0, w1, w2, w3], axis=-1)
 
 
-def _spline_at(flat_coefficients, base, offset, lower, upper):
-    """Spline value at flat position ``base + offset`` (``base`` int, ``offset`` float).
+def spline_at(flat_coefficients, base, offset, lower, upper):
+    """Cubic B-spline value at flat position ``base + offset`` (``base`` int, ``offset`` float).
 
-    ``offset`` is clamped to [lower, upper] so the four taps stay inside one contiguous block.
+    Keeping the integer part apart preserves float32 precision on long grids.
+
+    Args:
+        flat_coefficients: (M,) B-spline coefficients of all pieces, flattened.
+        base: (...) int32 flat node index (e.g. a position anchor).
+        offset: (...) offset [nodes] from ``base``; clamped to [lower, upper] so the four taps stay
+            inside one contiguous block.
+        lower, upper: (...) clamping range of ``offset`` [nodes].
+
+    Returns:
+        (...) spline values, C² in ``offset`` inside the range.
     """
     offset = jnp.clip(offset, lower, upper)
     whole = jnp.floor(offset)
@@ -122,11 +134,22 @@ def evaluate_spline(coefficients, position):
     coefficients = jnp.asarray(coefficients)
     n = coefficients.shape[-1]
     position = jnp.asarray(position, dtype=coefficients.dtype)
-    return _spline_at(coefficients, jnp.zeros(position.shape, jnp.int32), position, 1.0, n - 3.0)
+    return spline_at(coefficients, jnp.zeros(position.shape, jnp.int32), position, 1.0, n - 3.0)
 
 
-def _gaussian_at(flat_samples, base, offset, sigma, half_width: int, first, last):
-    """Gaussian-window sum around flat position ``base + offset``; taps limited to [first, last]."""
+def gaussian_window_at(flat_samples, base, offset, sigma, half_width: int, first, last):
+    """Normalised Gaussian-window sum of samples around flat position ``base + offset``.
+
+    Args:
+        flat_samples: (M,) samples of all pieces, flattened.
+        base: (...) int32 flat node index; offset: (...) offset from it [nodes].
+        sigma: (...) Gaussian σ [nodes].
+        half_width: taps each side (static).
+        first, last: (...) int32 flat range of the taps (the piece).
+
+    Returns:
+        (...) values.
+    """
     whole = jnp.floor(offset)
     if 2 * half_width + 2 > MAX_UNROLLED_TAPS:  # wide windows: one vectorised gather (smaller program)
         steps = jnp.arange(-half_width, half_width + 2, dtype=jnp.int32)
@@ -140,7 +163,7 @@ def _gaussian_at(flat_samples, base, offset, sigma, half_width: int, first, last
     centre = base + whole.astype(jnp.int32)
     total = jnp.zeros_like(offset)
     value = jnp.zeros_like(offset)
-    # one 1-D gather per tap (see _spline_at)
+    # one 1-D gather per tap (see spline_at)
     for step in range(-half_width, half_width + 2):
         index = centre + step
         inside = (index >= first) & (index <= last)
@@ -167,4 +190,4 @@ def evaluate_gaussian(samples, position, sigma, half_width: int):
     position = jnp.asarray(position, dtype=samples.dtype)
     sigma = jnp.broadcast_to(jnp.asarray(sigma, dtype=samples.dtype), position.shape)
     zeros = jnp.zeros(position.shape, jnp.int32)
-    return _gaussian_at(samples, zeros, position, sigma, int(half_width), zeros, zeros + n - 1)
+    return gaussian_window_at(samples, zeros, position, sigma, int(half_width), zeros, zeros + n - 1)

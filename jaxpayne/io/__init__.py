@@ -3,9 +3,16 @@
 Conventions (details in ``docs/spectra_io.md``): wavelengths in Å, float64, strictly increasing,
 ``medium`` "vacuum" or "air"; ``ivar`` is the inverse variance (0 = no information); ``mask`` is
 True for a **bad** pixel; a pixel is usable iff ``not mask and ivar > 0`` (:attr:`Spectrum.good`);
-``segment`` numbers the detector pieces (chips, CCDs) from the blue end. Readers raise
+``segment`` numbers the detector pieces (chips, CCDs) from the blue end; ``frame`` is the velocity
+frame of the wavelengths (:data:`FRAMES` or None) and ``barycentric_correction`` [km/s] the one from
+the header (``v_bary = v_topo + barycentric_correction``). Readers raise
 :class:`SpectrumFormatError` with a one-line ``"<path>: <problem>"`` message;
 :func:`iter_spectra` reads many files lazily and yields a :class:`ReadFailure` for each bad one.
+
+Modules: :mod:`~jaxpayne.io.spectrum` (the container, air/vacuum), :mod:`~jaxpayne.io.detect`
+(format detection), :mod:`~jaxpayne.io.readers` (one file: :func:`read_spectrum`),
+:mod:`~jaxpayne.io.iterate` (many files), :mod:`~jaxpayne.io.surveys` (APOGEE, SDSS/BOSS, GALAH,
+binspec), :mod:`~jaxpayne.io.generic` (FITS tables/images, npz, text, specutils, wavelength grids).
 
 Example:
     >>> from jaxpayne.io import read_spectra
@@ -14,20 +21,12 @@ Example:
     'air'
 """
 
-from jaxpayne.io.readers import (
-    FORMATS,
-    READER_OPTIONS,
-    ReadFailure,
-    SpectrumList,
-    SpectrumReadWarning,
-    detect_format,
-    from_specutils,
-    iter_spectra,
-    load_wavelength,
-    read_spectra,
-    read_spectrum,
-)
+from jaxpayne.io.detect import FORMATS, detect_format
+from jaxpayne.io.generic import from_specutils, load_wavelength
+from jaxpayne.io.iterate import ReadFailure, SpectrumList, SpectrumReadWarning, iter_spectra, read_spectra
+from jaxpayne.io.readers import READER_OPTIONS, read_spectrum
 from jaxpayne.io.spectrum import (
+    FRAMES,
     MEDIA,
     Spectrum,
     SpectrumFormatError,
@@ -44,12 +43,14 @@ from jaxpayne.io.surveys import (
     read_binspec,
     read_galah_ccd,
     read_galah_star,
+    read_sdss_spec,
 )
 
 __all__ = [
     "APOGEE_BAD_PIXMASK_BITS",
     "APOGEE_PIXMASK",
     "FORMATS",
+    "FRAMES",
     "MEDIA",
     "READER_OPTIONS",
     "ReadFailure",
@@ -69,6 +70,7 @@ __all__ = [
     "read_binspec",
     "read_galah_ccd",
     "read_galah_star",
+    "read_sdss_spec",
     "read_spectra",
     "read_spectrum",
     "vacuum_to_air",

@@ -246,10 +246,54 @@ def hdu_data(hdu, path: Path, index) -> np.ndarray | None:
         return None
     if getattr(data, "dtype", None) is not None and data.dtype.names:
         return data  # table (FITS_rec): columns are converted (logical, scaled) on field access
-    arr = np.asarray(data)
+    return native(np.asarray(data))
+
+
+def get_hdu(hdul, key, path: Path):
+    """HDU ``key`` (index or EXTNAME) of an open file, or a one-line error naming the HDU count."""
+    try:
+        return hdul[key]
+    except (KeyError, IndexError) as exc:
+        raise SpectrumFormatError(f"{path}: no HDU {key!r} ({len(hdul)} HDUs)") from exc
+
+
+def native(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in native byte order (FITS data are big-endian); itself when it already is."""
     if arr.dtype.byteorder not in ("=", "|"):
-        arr = arr.astype(arr.dtype.newbyteorder("="))
+        return arr.astype(arr.dtype.newbyteorder("="))
     return arr
+
+
+def is_table(hdu) -> bool:
+    """Whether an HDU is a (binary or ASCII) table."""
+    return type(hdu).__name__ in ("BinTableHDU", "TableHDU")
+
+
+def is_image(hdu) -> bool:
+    """Whether an HDU is an image (primary, extension or tile-compressed)."""
+    return type(hdu).__name__ in ("PrimaryHDU", "ImageHDU", "CompImageHDU")
+
+
+def image_shape(hdu) -> tuple[int, ...]:
+    """An image HDU's data shape from its header (numpy order), without reading the data."""
+    naxis = int(hdu.header.get("NAXIS", 0))
+    return tuple(int(hdu.header.get(f"NAXIS{i}", 0)) for i in range(naxis, 0, -1))
+
+
+def hdu_summary(hdul) -> str:
+    """One line describing every HDU of a file (tables with their first columns), for messages."""
+    parts = []
+    for i, hdu in enumerate(hdul):
+        label = f"HDU {i}" + (f" {hdu.name!r}" if hdu.name and hdu.name != "PRIMARY" else "")
+        if is_table(hdu):
+            cols = list(hdu.columns.names)
+            parts.append(f"{label}: table with columns {cols[:8]}{'...' if len(cols) > 8 else ''}")
+        elif is_image(hdu):
+            shape = image_shape(hdu)
+            parts.append(f"{label}: image {shape}" if shape else f"{label}: no data")
+        else:
+            parts.append(f"{label}: {type(hdu).__name__}")
+    return "; ".join(parts)
 
 
 def plain(value: Any) -> Any:
@@ -366,21 +410,6 @@ def find_name(names, candidates) -> str | None:
         if cand in lower:
             return lower[cand]
     return None
-
-
-def segments_from_gaps(wave: np.ndarray, factor: float = 10.0) -> np.ndarray:
-    """Segment index per pixel, starting a new segment wherever the step in log λ exceeds
-    ``factor`` times its median (detector gaps on a log-uniform or linear grid)."""
-    w = np.asarray(wave, dtype=np.float64)
-    if w.size < 3:
-        return np.zeros(w.size, dtype=np.int32)
-    order = np.argsort(w)
-    step = np.diff(np.log(w[order]))
-    jumps = step > factor * np.median(step)
-    seg_sorted = np.concatenate([[0], np.cumsum(jumps)]).astype(np.int32)
-    seg = np.empty_like(seg_sorted)
-    seg[order] = seg_sorted
-    return seg
 
 
 def ivar_from_error(error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,9 @@ A :class:`Spectrum` is a small frozen record of plain numpy arrays in documented
 - ``mask``: bool, **True = bad pixel, exclude it**;
 - ``segment``: int32 index of the detector piece a pixel came from (chip, arm, CCD, order),
   numbered 0, 1, ... in order of increasing wavelength;
-- ``medium``: ``"vacuum"`` or ``"air"``; ``id``, ``source``, ``meta`` for provenance.
+- ``medium``: ``"vacuum"`` or ``"air"``; ``id``, ``source``, ``meta`` for provenance;
+- ``frame``: the velocity frame of the wavelengths (:data:`FRAMES`, or None if unknown) and
+  ``barycentric_correction`` [km/s] from the file's header, so a fit can report them.
 
 A pixel is *usable* iff ``not mask and ivar > 0`` (see :attr:`Spectrum.good`); construction
 guarantees that ``flux`` and ``ivar`` are finite everywhere and that every pixel with ``ivar == 0``
@@ -17,9 +19,14 @@ is masked, so ``Spectrum.weights`` (``ivar`` zeroed at masked pixels) can be use
 *not* silently kept: those pixels get ``flux = 0``, ``ivar = 0``, ``mask = True`` and are counted
 in ``meta["n_bad_input"]``.
 
-Air ↔ vacuum conversion uses the formula of the SDSS ``idlutils`` routines ``vactoair`` /
-``airtovac`` (Ciddor 1996, Applied Optics 35, 1566, in the form of Morton 2000, ApJS 130, 403),
-applied above 2000 Å only, as in the IAU convention.
+Air ↔ vacuum conversion is that of :mod:`jaxpayne.forward.media` (Birch & Downs 1994, Metrologia
+31, 315, in the form of Morton 2000, ApJS 130, 403; IAU convention: above 2000 Å only), so data and
+models are converted by one formula.
+
+Velocity frames and the sign of the barycentric correction: an RV measured in a spectrum whose
+wavelengths are topocentric (as observed) becomes barycentric by *adding* the correction,
+``v_bary = v_topo + barycentric_correction`` (to first order in v/c; this is the sign of the APOGEE
+``BC`` card and of astropy's ``SkyCoord.radial_velocity_correction``). RV > 0 means receding.
 """
 
 from __future__ import annotations
@@ -38,18 +45,18 @@ __all__ = [
     "vacuum_to_air",
     "air_to_vacuum",
     "MEDIA",
+    "FRAMES",
 ]
 
 #: The two wavelength media a :class:`Spectrum` can be in.
 MEDIA = ("vacuum", "air")
 
-#: Below this wavelength [Å] air and vacuum wavelengths are the same by convention (IAU; SDSS
-#: ``vactoair``/``airtovac`` leave shorter wavelengths untouched).
-AIR_VACUUM_MIN_WAVELENGTH = 2000.0
-
-#: Fixed-point iterations for the air → vacuum inversion; each gains ~4 orders of magnitude, so
-#: four reach double precision for 2000–30000 Å.
-_AIR_TO_VACUUM_ITERATIONS = 4
+#: Velocity frames a :class:`Spectrum`'s wavelengths can be in (``Spectrum.frame``; None = unknown):
+#: ``"topocentric"`` as observed (Earth's motion and the star's RV in the spectrum);
+#: ``"barycentric"`` / ``"heliocentric"`` corrected to the Solar-System barycentre / the Sun (the
+#: star's RV still in it; the two differ by < 0.013 km/s); ``"rest"`` shifted to the star's rest
+#: frame by the pipeline (its RV removed: a fitted RV is a residual, ≈ 0).
+FRAMES = ("topocentric", "barycentric", "heliocentric", "rest")
 
 
 class SpectrumFormatError(ValueError):
@@ -60,57 +67,44 @@ class SpectrumFormatError(ValueError):
     """
 
 
-def _refractive_index_minus_one(vacuum_wavenumber_sq: np.ndarray) -> np.ndarray:
-    """n − 1 of standard air (Ciddor 1996) for σ² = (10⁴ / λ_vac[Å])² [µm⁻²]."""
-    s2 = vacuum_wavenumber_sq
-    return 5.792105e-2 / (238.0185 - s2) + 1.67917e-3 / (57.362 - s2)
-
-
 def vacuum_to_air(wavelength) -> np.ndarray:
-    """Convert vacuum wavelengths to standard-air wavelengths.
+    """Convert vacuum wavelengths to standard-air wavelengths, as float64 numpy.
 
-    λ_air = λ_vac / n(λ_vac) with n − 1 = 0.05792105 / (238.0185 − σ²) + 0.00167917 / (57.362 − σ²),
-    σ = 10⁴ / λ_vac [µm⁻¹] (Ciddor 1996; the form used by SDSS ``vactoair``). Wavelengths below
-    2000 Å are returned unchanged.
+    The numpy face of :func:`jaxpayne.forward.media.vacuum_to_air` (the one formula jaxpayne uses:
+    Birch & Downs 1994 in the form of Morton 2000, ApJS 130, 403, eq. 8; wavelengths below
+    2000 Å unchanged), for any array-like, including lists. The forward module (and with it JAX)
+    is imported on the first call, so ``import jaxpayne.io`` stays light.
 
     Args:
-        wavelength: vacuum wavelengths [Å], any shape.
+        wavelength: vacuum wavelengths [Å], any shape (array-like).
 
     Returns:
-        Air wavelengths [Å], float64, same shape.
+        Air wavelengths [Å], float64 numpy array, same shape.
 
     Example:
         >>> round(float(vacuum_to_air(5000.0)), 3)
         4998.606
     """
-    vac = np.asarray(wavelength, dtype=np.float64)
-    s2 = (1e4 / np.where(vac > 0, vac, 1.0)) ** 2
-    air = vac / (1.0 + _refractive_index_minus_one(s2))
-    return np.where(vac >= AIR_VACUUM_MIN_WAVELENGTH, air, vac)
+    from jaxpayne.forward.media import vacuum_to_air as convert  # lazy: imports JAX
+
+    return np.asarray(convert(np.asarray(wavelength, dtype=np.float64)), dtype=np.float64)
 
 
 def air_to_vacuum(wavelength) -> np.ndarray:
-    """Convert standard-air wavelengths to vacuum wavelengths (inverse of :func:`vacuum_to_air`).
+    """Convert standard-air wavelengths to vacuum wavelengths, as float64 numpy.
 
-    Solves λ_vac = λ_air · n(λ_vac) by fixed-point iteration (SDSS ``airtovac`` iterates the same
-    equation), accurate to double precision. Wavelengths whose vacuum value would be below
-    2000 Å are returned unchanged, so ``air_to_vacuum(vacuum_to_air(w)) == w`` everywhere.
+    The numpy face of :func:`jaxpayne.forward.media.air_to_vacuum`, the exact (fixed-point)
+    inverse of :func:`vacuum_to_air`: ``air_to_vacuum(vacuum_to_air(w)) == w`` to ~1e-12 Å.
 
     Args:
-        wavelength: air wavelengths [Å], any shape.
+        wavelength: air wavelengths [Å], any shape (array-like).
 
     Returns:
-        Vacuum wavelengths [Å], float64, same shape.
+        Vacuum wavelengths [Å], float64 numpy array, same shape.
     """
-    air = np.asarray(wavelength, dtype=np.float64)
-    vac = air.copy()
-    safe = np.where(air > 0, air, 1.0)
-    for _ in range(_AIR_TO_VACUUM_ITERATIONS):
-        s2 = (1e4 / np.where(vac > 0, vac, safe)) ** 2
-        vac = air * (1.0 + _refractive_index_minus_one(s2))
-    # the threshold is the air image of 2000 Å vacuum, so the two functions are exact inverses
-    threshold = float(vacuum_to_air(AIR_VACUUM_MIN_WAVELENGTH + 1e-9))
-    return np.where(air >= threshold, vac, air)
+    from jaxpayne.forward.media import air_to_vacuum as convert  # lazy: imports JAX
+
+    return np.asarray(convert(np.asarray(wavelength, dtype=np.float64)), dtype=np.float64)
 
 
 def _to_angstrom(values, where: str, what: str) -> np.ndarray:
@@ -149,6 +143,14 @@ class Spectrum:
         segment: ``(n,)`` int32 detector-piece index (APOGEE chip, GALAH CCD, ...), 0 = bluest.
         meta: header values and reader notes (``SNR``, ``VHELIO`` [km/s], ``OBJID``, ``RA``/``DEC``
             [deg], ``format``, ``n_bad_input``, ...). Keys present depend on the file.
+        frame: velocity frame of ``wavelength``, one of :data:`FRAMES` (``"topocentric"``,
+            ``"barycentric"``, ``"heliocentric"``, ``"rest"``), or None when the file does not
+            say (generic formats).
+        barycentric_correction: the barycentric correction of the observation [km/s] from the
+            file's header, or None: the velocity to **add** to an RV measured in topocentric
+            wavelengths to get the barycentric RV (``v_bary = v_topo + barycentric_correction``).
+            It is meant to be applied only when ``frame == "topocentric"``; in the other frames
+            the pipeline has already applied it and it is provenance.
 
     Construction copies the inputs (a caller's arrays are never modified), makes the stored arrays
     read-only, and validates:
@@ -177,6 +179,8 @@ class Spectrum:
     source: str = ""
     segment: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    frame: str | None = None
+    barycentric_correction: float | None = None
 
     def __post_init__(self):
         where = self._where()
@@ -184,6 +188,20 @@ class Spectrum:
         medium = str(self.medium).strip().lower()
         if medium not in MEDIA:
             raise SpectrumFormatError(f"{where}: medium must be 'vacuum' or 'air', got {self.medium!r}")
+        frame = None if self.frame is None else str(self.frame).strip().lower()
+        if frame is not None and frame not in FRAMES:
+            raise SpectrumFormatError(f"{where}: frame must be one of {', '.join(FRAMES)} or None, got {self.frame!r}")
+        correction = self.barycentric_correction
+        if correction is not None:
+            try:
+                correction = float(correction)
+            except (TypeError, ValueError):
+                correction = float("nan")
+            if not np.isfinite(correction):
+                raise SpectrumFormatError(
+                    f"{where}: barycentric_correction must be a finite number [km/s] or None, "
+                    f"got {self.barycentric_correction!r}"
+                )
         wave = _to_angstrom(self.wavelength, where, "wavelength")
         if wave.ndim != 1:
             raise SpectrumFormatError(f"{where}: wavelength must be 1-D, got shape {wave.shape}")
@@ -259,6 +277,8 @@ class Spectrum:
             arr.setflags(write=False)
             setattr_(self, name, arr)
         setattr_(self, "medium", medium)
+        setattr_(self, "frame", frame)
+        setattr_(self, "barycentric_correction", correction)
         setattr_(self, "id", str(self.id))
         setattr_(self, "source", str(self.source))
         setattr_(self, "meta", meta)
@@ -346,7 +366,7 @@ class Spectrum:
         return (
             f"Spectrum(id={self.id!r}, n={len(self)}, n_good={self.n_good}, "
             f"{self.wavelength[0]:.2f}–{self.wavelength[-1]:.2f} Å {self.medium}, "
-            f"segments={self.n_segments}, source={self.source!r})"
+            f"segments={self.n_segments}, frame={self.frame}, source={self.source!r})"
         )
 
     # ------------------------------------------------------------------ transforms
@@ -410,7 +430,8 @@ def combine(spectra: Iterable[Spectrum], id: str | None = None) -> Spectrum:
 
     Each input's segments are kept distinct and the result's segments are renumbered 0, 1, ... by
     wavelength. All inputs must be in the same medium (convert first with :meth:`Spectrum.to_vacuum`
-    or :meth:`Spectrum.to_air`); pixels may not share a wavelength.
+    or :meth:`Spectrum.to_air`) and may not be in different known velocity frames; pixels may not
+    share a wavelength.
 
     Args:
         spectra: the parts, in any order.
@@ -419,6 +440,8 @@ def combine(spectra: Iterable[Spectrum], id: str | None = None) -> Spectrum:
     Returns:
         The combined spectrum. ``meta`` holds the values common to all parts, ``meta["parts"]``
         the parts' own metadata, ``meta["sources"]`` their files and ``meta["n_bad_input"]`` the sum.
+        ``frame`` and ``barycentric_correction`` are those of the parts when all parts agree,
+        else None (unknown).
 
     Example:
         >>> blue = Spectrum(np.arange(4000.0, 4003.0), np.ones(3), np.ones(3))
@@ -432,12 +455,15 @@ def combine(spectra: Iterable[Spectrum], id: str | None = None) -> Spectrum:
     for p in parts:
         if not isinstance(p, Spectrum):
             raise TypeError(f"combine: expected Spectrum objects, got {type(p).__name__}")
-    media = {p.medium for p in parts}
-    if len(media) > 1:
+    if len({p.medium for p in parts}) > 1:
         raise SpectrumFormatError(
-            "combine: spectra are in different media ("
-            + ", ".join(f"{p.id or p.source}: {p.medium}" for p in parts)
-            + "); convert them with to_vacuum() or to_air() first"
+            f"combine: spectra are in different media ({_listing(parts, 'medium')}); "
+            "convert them with to_vacuum() or to_air() first"
+        )
+    if len({p.frame for p in parts} - {None}) > 1:
+        raise SpectrumFormatError(
+            f"combine: spectra are in different velocity frames ({_listing(parts, 'frame')}); "
+            "their wavelengths are shifted differently"
         )
     offsets = np.cumsum([0] + [p.n_segments for p in parts[:-1]])
     segment = np.concatenate([p.segment.astype(np.int64) + off for p, off in zip(parts, offsets)])
@@ -460,6 +486,19 @@ def combine(spectra: Iterable[Spectrum], id: str | None = None) -> Spectrum:
             source="; ".join(sources),
             segment=segment,
             meta=meta,
+            frame=_agreed(parts, "frame"),
+            barycentric_correction=_agreed(parts, "barycentric_correction"),
         )
     except SpectrumFormatError as exc:
         raise SpectrumFormatError(f"combine {id!r}: {exc}") from exc
+
+
+def _listing(parts: Sequence[Spectrum], attr: str) -> str:
+    """``"<id>: <value>, ..."`` of one field of the parts, for messages."""
+    return ", ".join(f"{p.id or p.source}: {getattr(p, attr)}" for p in parts)
+
+
+def _agreed(parts: Sequence[Spectrum], attr: str):
+    """The parts' common value of a field, or None when they differ."""
+    values = {getattr(p, attr) for p in parts}
+    return values.pop() if len(values) == 1 else None

@@ -1,5 +1,5 @@
-"""Readers for survey-specific spectrum files: SDSS APOGEE apStar/apVisit, GALAH HERMES CCD files
-and the binspec (El-Badry et al. 2018) ``.npz`` spectra.
+"""Readers for survey-specific spectrum files: SDSS APOGEE apStar/apVisit, SDSS/BOSS optical
+``spec`` files, GALAH HERMES CCD files and the binspec (El-Badry et al. 2018) ``.npz`` spectra.
 
 Layouts (checked against the real files in ``shared/data``):
 
@@ -7,13 +7,22 @@ Layouts (checked against the real files in ``shared/data``):
   HDU 3 APOGEE_PIXMASK bitmask, each ``(nrow, 8575)`` (or ``(8575,)``) on the log-uniform vacuum
   grid log10 λ = CRVAL1 + CDELT1·(i + 1 − CRPIX1) of the primary header (4.179, 6e-6 dex:
   15100.8–16999.8 Å). With NVISITS > 1 the rows are: 0 = combined with pixel-based weights,
-  1 = combined with global weights, 2… = the visits (shifted to the rest frame). With NVISITS = 1
-  row 0 is the (single-visit) spectrum and row 1, if present, is all zeros. Combined rows have NaN
-  flux and error in the chip gaps and at the ends; visit rows have zeros there. Flagged pixels
-  carry huge errors (up to ~1e14) as well as their bits.
+  1 = combined with global weights, 2… = the visits. With NVISITS = 1 row 0 is the (single-visit)
+  spectrum and row 1, if present, is all zeros. Combined rows have NaN flux and error in the chip
+  gaps and at the ends; visit rows have zeros there. Flagged pixels carry huge errors (up to ~1e14)
+  as well as their bits. Every row is in the star's **rest frame** (``frame = "rest"``): HDU 10,
+  the RV fit of the combined spectrum, gives vrel = −0.13 and −0.03 km/s for the two test stars
+  whose barycentric RVs (VHELIO) are +15.7 and +14.0 km/s.
 - **apVisit** (``apVisit-r13-*``): HDUs 1–4 flux, error, bitmask, wavelength, each ``(3, 4096)``;
   row 0 is the *red* chip and wavelengths decrease along each row, so the reader sorts them; the
-  spectrum is in the observed (topocentric) frame, VREL/VHELIO/BC in the header [km/s].
+  spectrum is in the observed (topocentric) frame, VRAD/VHELIO/BC in the header [km/s] with
+  VHELIO = VRAD + BC.
+- **SDSS/BOSS** ``spec-PLATE-MJD-FIBER.fits`` (SDSS data model ``BOSS_SPECTRO_REDUX/RUN2D/spectra/
+  PLATE4/spec``; written by idlspec2d ``reformat_spectra.py``): HDU 0 the spPlate header plus
+  PLUG_RA/PLUG_DEC (the object's position; RA/DEC are the boresight's), THING_ID, FIBERID; HDU 1
+  ``COADD`` table flux [1e-17 erg/s/cm²/Å], loglam = log10(λ/Å) (float32), ivar, and_mask,
+  or_mask, ...; HDU 2 ``SPALL`` (or specObj) row. Vacuum wavelengths corrected to the
+  heliocentric frame by the pipeline.
 - **GALAH** ``<sobject_id><ccd>.fits``: primary HDU flux [counts, not normalized], extension
   ``input_sigma`` the uncertainty **relative to the flux** (σ/F; see :func:`read_galah_ccd`), linear
   air-wavelength WCS.
@@ -24,6 +33,7 @@ Layouts (checked against the real files in ``shared/data``):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +52,9 @@ __all__ = [
     "read_galah_ccd",
     "read_galah_star",
     "read_binspec",
+    "read_sdss_spec",
+    "sdss_spec_id",
+    "SDSS_SPEC_NAME",
 ]
 
 #: APOGEE_PIXMASK bit names (SDSS DR17 data model, apogee ``bitmask.PixelBitMask``).
@@ -160,6 +173,41 @@ _GALAH_CARDS = {
 #: HERMES arm names in SPECTID, for files whose name does not carry the CCD digit.
 _HERMES_SPECTID_CCD = {"BL": 1, "GN": 2, "RD": 3, "RR": 4}
 
+#: SDSS/BOSS coadded-spectrum file name, ``spec-PLATE-MJD-FIBER.fits`` (plate zero-padded to 4
+#: digits, fibre to 4; SDSS data model ``spec``); lite files and downloads may add a suffix.
+SDSS_SPEC_NAME = re.compile(r"^spec-(?P<plate>\d+)-(?P<mjd>\d+)-(?P<fiber>\d+)(?!\d)", re.IGNORECASE)
+#: Primary-header cards of an SDSS spec file copied into ``meta`` (meta key → card). RA/DEC are
+#: the object's plug-map position (the header's own RA/DEC are the telescope boresight).
+_SDSS_CARDS = {
+    "PLATE": "PLATEID",
+    "MJD": "MJD",
+    "FIBERID": "FIBERID",
+    "THING_ID": "THING_ID",
+    "RA": "PLUG_RA",
+    "DEC": "PLUG_DEC",
+    "TELESCOPE": "TELESCOP",
+    "NAME": "NAME",
+    "EXPTIME": "EXPTIME",
+    "NEXP": "NEXP",
+    "HELIO_RV": "HELIO_RV",
+    "RUN2D": "RUN2D",
+}
+#: Columns of the SPALL/specObj row (HDU 2) copied into ``meta`` (meta key → column).
+_SDSS_SPALL_COLUMNS = {
+    "PLATE": "PLATE",
+    "MJD": "MJD",
+    "FIBERID": "FIBERID",
+    "OBJTYPE": "OBJTYPE",
+    "CLASS": "CLASS",
+    "SUBCLASS": "SUBCLASS",
+    "Z": "Z",
+    "Z_ERR": "Z_ERR",
+    "SNR": "SN_MEDIAN_ALL",
+}
+#: Largest difference [dex] between the loglam column (float32: ≤ 2.4e-7 dex rounding at
+#: 3.6–4.0) and the grid COEFF0 + COEFF1·i of the header for the exact grid to be used instead.
+_SDSS_LOGLAM_TOLERANCE = 1e-6
+
 
 def apogee_pixmask_value(bits) -> int:
     """An APOGEE_PIXMASK integer from bit names, bit numbers, or an int (returned as is).
@@ -198,7 +246,9 @@ def _no_data(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
     return ~np.isfinite(flux) | ~np.isfinite(error) | ((flux == 0) & (error == 0))
 
 
-def _apogee_spectrum(wave, flux, error, bitmask, segment, badmask, keep_gaps, *, path, id, meta) -> Spectrum:
+def _apogee_spectrum(
+    wave, flux, error, bitmask, segment, badmask, keep_gaps, *, path, id, meta, frame, barycentric_correction
+) -> Spectrum:
     nodata = _no_data(flux, error)
     ivar, invalid = C.ivar_from_error(error)
     flagged = (bitmask.astype(np.int64) & badmask) != 0
@@ -225,6 +275,8 @@ def _apogee_spectrum(wave, flux, error, bitmask, segment, badmask, keep_gaps, *,
         source=str(path),
         segment=segment[keep],
         meta=meta,
+        frame=frame,
+        barycentric_correction=barycentric_correction,
     )
 
 
@@ -235,7 +287,7 @@ def read_apstar(
 
     Args:
         path: the ``apStar-*.fits`` file.
-        visits: also return the individual visit rows (rest frame), after the combined spectrum.
+        visits: also return the individual visit rows, after the combined spectrum.
             With NVISITS = 1 the combined row *is* the visit and only it is returned.
         pixmask_bits: APOGEE_PIXMASK bits to mask — names, numbers or an int; default
             :data:`APOGEE_BAD_PIXMASK_BITS`.
@@ -245,7 +297,11 @@ def read_apstar(
 
     Returns:
         ``[combined]`` or ``[combined, visit 1, visit 2, ...]``. Segments 0/1/2 = blue/green/red
-        chip. ``meta`` holds header values (OBJID, SNR, VHELIO [km/s], NVISITS, RA/DEC [deg], ...),
+        chip. All are in the star's rest frame (``frame = "rest"``; the pipeline removed each
+        visit's RV, see the module docstring): a fitted RV is a residual around 0, the star's
+        barycentric RV is ``meta["VHELIO"]``. Visits carry their own ``barycentric_correction``
+        (header ``BC<k>`` [km/s], already applied); the combined spectrum, a mix of visits, has
+        None. ``meta`` holds header values (OBJID, SNR, VHELIO [km/s], NVISITS, RA/DEC [deg], ...),
         ``kind`` (``"combined"``/``"visit"``), ``apstar_row``, ``rv_frame = "rest"``, counts of
         flagged (``n_flagged``) and dropped empty pixels.
     """
@@ -303,6 +359,8 @@ def read_apstar(
             path=path,
             id=objid,
             meta={**base, "kind": "combined", "apstar_row": 0},
+            frame="rest",
+            barycentric_correction=None,
         )
     ]
     if visits and nvisits > 1:
@@ -327,6 +385,8 @@ def read_apstar(
                     path=path,
                     id=f"{objid}_visit{k}",
                     meta=vmeta,
+                    frame="rest",
+                    barycentric_correction=vmeta.get("BC"),
                 )
             )
     return out
@@ -337,8 +397,10 @@ def read_apvisit(path, *, pixmask_bits=None, keep_gaps: bool = False, medium: st
 
     The chips are stored red first with decreasing wavelengths; the result is sorted increasing
     with segments 0/1/2 = blue/green/red. Wavelengths are vacuum, in the observed (topocentric)
-    frame: ``meta["VREL"]``/``meta["VRAD"]`` is the measured shift, ``meta["BC"]`` the barycentric
-    correction, ``meta["VHELIO"]`` = VREL + BC [km/s].
+    frame (``frame = "topocentric"``): ``meta["VREL"]``/``meta["VRAD"]`` is the measured shift,
+    ``barycentric_correction`` (= ``meta["BC"]``) the barycentric correction and ``meta["VHELIO"]``
+    = VRAD + BC the barycentric RV [km/s], so a fitted RV plus ``barycentric_correction`` is
+    comparable with VHELIO.
 
     Args:
         path: the ``apVisit-*.fits`` file.
@@ -396,6 +458,8 @@ def read_apvisit(path, *, pixmask_bits=None, keep_gaps: bool = False, medium: st
             path=path,
             id=spec_id,
             meta=meta,
+            frame="topocentric",
+            barycentric_correction=meta.get("BC"),
         )
     ]
 
@@ -421,9 +485,11 @@ def read_galah_ccd(path, *, relative_sigma: bool = True, medium: str | None = No
     Returns:
         A single-segment spectrum with air wavelengths λ = CRVAL1 + CDELT1·(i + 1 − CRPIX1) [Å],
         flux in counts; ``meta["ccd"]`` 1–4, ``meta["sobject_id"]``, ``meta["BARYEFF"]`` [km/s].
-        The star's RV is still in the spectrum (``rv_frame = "observed"``): for the mu Leo
-        benchmark the lines sit at ≈ −3 km/s, i.e. topocentric shifted by BARYEFF, which is not
-        that star's barycentric correction (see docs/spectra_io.md) — always fit the RV.
+        The star's RV is still in the spectrum (``rv_frame = "observed"``), but in which frame is
+        not established: for the mu Leo benchmark the lines sit at ≈ −3 km/s, i.e. topocentric
+        (−10.5 km/s) shifted by BARYEFF (+7.4), which is not that exposure's barycentric correction
+        (+24.5 km/s, astropy; see docs/spectra_io.md). So ``frame`` and
+        ``barycentric_correction`` are None — always fit the RV.
     """
     path = C.check_file(path)
     _check_medium(medium, "air", path, "GALAH")
@@ -530,6 +596,96 @@ def combine_galah(ccds: Sequence[Spectrum]) -> Spectrum:
     return star
 
 
+# ---------------------------------------------------------------------------------- SDSS / BOSS
+
+
+def sdss_spec_id(plate, mjd, fiber) -> str:
+    """``PLATE-MJD-FIBER`` as in the spec file name: plate ≥ 4 digits, fibre 4 (``0266-51602-0001``)."""
+    return f"{int(plate):04d}-{int(mjd)}-{int(fiber):04d}"
+
+
+def read_sdss_spec(path, *, medium: str | None = None) -> Spectrum:
+    """Read an SDSS/BOSS ``spec-PLATE-MJD-FIBER.fits`` coadded spectrum (full or lite file).
+
+    The id is **unique per fibre and plugging**: ``PLATE-MJD-FIBER`` (:func:`sdss_spec_id`) from
+    the header's PLATEID, MJD and FIBERID, else the SPALL row (HDU 2), else the file name. (The
+    header's NAME is the plug-map name ``PLATE-MJD-MAP``, shared by every fibre of a plate.)
+
+    Wavelengths are vacuum (checked against ``VACUUM``/``AIRORVAC`` cards when present) and in the
+    heliocentric frame (``frame = "heliocentric"``: idlspec2d shifts every exposure by its
+    heliocentric correction before coadding). ``barycentric_correction`` is the header's HELIO_RV
+    (the heliocentric correction, already applied; within 0.013 km/s of the barycentric one) when
+    present, else None. The loglam column is float32; when the header's COEFF0/COEFF1 reproduce
+    it, the exact log-uniform grid 10**(COEFF0 + COEFF1·i) is used (``meta["wavelength_source"]``).
+    Pixels with a nonzero ``and_mask`` (bad in every exposure) or ``ivar = 0`` are masked.
+
+    Args:
+        path: the spec file.
+        medium: optional check; SDSS wavelengths are vacuum.
+
+    Returns:
+        A single-segment spectrum, flux [1e-17 erg/s/cm²/Å]; ``meta``: PLATE, MJD, FIBERID,
+        THING_ID, RA/DEC (plug-map position) [deg], CLASS, SUBCLASS, Z, Z_ERR, SNR (SN_MEDIAN_ALL),
+        HELIO_RV [km/s] when present.
+
+    Example:
+        >>> read_sdss_spec("spec-0266-51602-0001.fits").id  # doctest: +SKIP
+        '0266-51602-0001'
+    """
+    path = C.check_file(path)
+    with C.open_fits(path) as hdul:
+        if len(hdul) < 2 or not C.is_table(hdul[1]):
+            raise SpectrumFormatError(f"{path}: not an SDSS spec file: no COADD table in HDU 1 ({C.hdu_summary(hdul)})")
+        head = hdul[0].header
+        columns = {name.lower(): name for name in hdul[1].columns.names}
+        missing = [c for c in ("flux", "loglam", "ivar") if c not in columns]
+        if missing:
+            raise SpectrumFormatError(f"{path}: SDSS COADD table (HDU 1) lacks column(s) {missing}")
+        coadd = C.hdu_data(hdul[1], path, 1)
+        if coadd is None or len(coadd) == 0:
+            raise SpectrumFormatError(f"{path}: SDSS COADD table (HDU 1) is empty")
+        flux, loglam, ivar = (np.asarray(coadd[columns[c]], dtype=np.float64) for c in ("flux", "loglam", "ivar"))
+        and_mask = np.asarray(coadd[columns["and_mask"]]) if "and_mask" in columns else None
+        meta = C.header_values(head, _SDSS_CARDS)
+        rows = C.hdu_data(hdul[2], path, 2) if len(hdul) > 2 and C.is_table(hdul[2]) else None
+        if rows is not None and len(rows) == 1:  # the SPALL/specObj row of this fibre
+            for key, col in _SDSS_SPALL_COLUMNS.items():
+                value = C.plain(rows[col][0]) if col in (rows.dtype.names or ()) else None
+                if key not in meta and value is not None and value != "":
+                    meta[key] = value
+    actual = C.medium_from_header(head) or "vacuum"
+    _check_medium(medium, actual, path, "SDSS spec")
+    from_name = SDSS_SPEC_NAME.match(path.name)
+    if all(k in meta for k in ("PLATE", "MJD", "FIBERID")):
+        spec_id = sdss_spec_id(meta["PLATE"], meta["MJD"], meta["FIBERID"])
+    elif from_name is not None:
+        spec_id = "-".join(from_name.group("plate", "mjd", "fiber"))
+    else:
+        spec_id = path.stem
+    meta.update(format="sdss", flux_unit="1e-17 erg/s/cm2/Angstrom", rv_frame="observed")
+    meta["wavelength_source"] = "column loglam"
+    if "COEFF0" in head and "COEFF1" in head:
+        grid = float(head["COEFF0"]) + float(head["COEFF1"]) * np.arange(loglam.size)
+        if np.max(np.abs(grid - loglam)) < _SDSS_LOGLAM_TOLERANCE:
+            loglam = grid
+            meta["wavelength_source"] = "COEFF0/COEFF1"
+    wave = 10.0**loglam
+    C.check_wavelength_plausible(wave, str(path), "the loglam column")
+    mask = None if and_mask is None else and_mask != 0
+    return Spectrum(
+        wave,
+        flux,
+        ivar,
+        mask=mask,
+        medium=actual,
+        id=spec_id,
+        source=str(path),
+        meta=meta,
+        frame="heliocentric",
+        barycentric_correction=meta.get("HELIO_RV"),
+    )
+
+
 # ---------------------------------------------------------------------------------- binspec
 
 
@@ -579,7 +735,11 @@ def read_binspec(path, wavelength, *, medium: str | None = None) -> list[Spectru
         raise SpectrumFormatError(
             f"{path}: spectra have {flux.shape[1]} pixels but the wavelength grid has {wave.size}"
         )
-    segment = C.segments_from_gaps(wave)
+    from jaxpayne.forward.observation import segments_from_gaps  # lazy: the forward package imports JAX
+
+    order = np.argsort(wave, kind="stable")  # the gap finder wants sorted wavelengths
+    segment = np.empty(wave.size, dtype=np.int32)
+    segment[order] = segments_from_gaps(wave[order])
     name = path.stem
     for prefix in ("spectrum_combined_", "spectra_visit_", "spectrum_", "spectra_"):
         if name.startswith(prefix):

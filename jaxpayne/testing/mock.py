@@ -47,6 +47,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from jaxpayne.forward.doppler import SPEED_OF_LIGHT  # [km/s]
+
 __all__ = [
     "DEFAULT_ELEMENTS",
     "DEFAULT_LABELS",
@@ -66,8 +68,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # Physical constants (CODATA 2018, cgs unless stated).
 # ---------------------------------------------------------------------------------------------
-#: Speed of light [km/s].
-SPEED_OF_LIGHT_KMS = 299_792.458
 #: Boltzmann constant [eV/K].
 BOLTZMANN_EV = 8.617_333_262e-5
 #: Boltzmann constant [erg/K].
@@ -603,10 +603,10 @@ class MockSpectrumGenerator:
             "ln_base": math.log(10.0) * base + np.log(lines.wavelength),
             "excitation": np.asarray(lines.excitation_potential, dtype=np.float64),
             # Lorentzian FWHM of each line per unit of the star's damping velocity [Å/(km/s)]
-            "lorentz_per_kms": 2.0 * lines.wavelength / SPEED_OF_LIGHT_KMS
+            "lorentz_per_kms": 2.0 * lines.wavelength / SPEED_OF_LIGHT
             * 10.0**lines.log_damping,
             # Gaussian FWHM per unit of Doppler velocity [Å/(km/s)]: Γ_G = 2 sqrt(ln 2) λ ξ / c
-            "gauss_per_kms": 2.0 * math.sqrt(LN2) * lines.wavelength / SPEED_OF_LIGHT_KMS,
+            "gauss_per_kms": 2.0 * math.sqrt(LN2) * lines.wavelength / SPEED_OF_LIGHT,
             "mass_amu": np.array([SPECIES[s].mass_amu for s in self.elements]),
             "ionization_energy": np.array([SPECIES[s].ionization_energy_ev for s in self.elements]),
         }
@@ -746,7 +746,7 @@ class MockSpectrumGenerator:
         from scipy import sparse
 
         centres = self.linelist.wavelength
-        halfwidth = centres * (self.profile_halfwidth_kms / SPEED_OF_LIGHT_KMS)
+        halfwidth = centres * (self.profile_halfwidth_kms / SPEED_OF_LIGHT)
         first = np.searchsorted(wavelength, centres - halfwidth, side="left")
         stop = np.searchsorted(wavelength, centres + halfwidth, side="right")
         kept = np.flatnonzero(stop > first)
@@ -856,7 +856,7 @@ def _padded_range(wavelength, profile_halfwidth_kms: float) -> tuple[float, floa
     wl = np.asarray(wavelength, dtype=np.float64)
     if wl.ndim != 1 or wl.size == 0 or not np.all(np.isfinite(wl)):
         raise ValueError(f"wavelength must be a non-empty, finite 1-D array [Å], got {wl.shape}")
-    factor = profile_halfwidth_kms / SPEED_OF_LIGHT_KMS
+    factor = profile_halfwidth_kms / SPEED_OF_LIGHT
     return float(wl.min() * (1.0 - factor)), float(wl.max() * (1.0 + factor))
 
 
