@@ -535,8 +535,8 @@ class Fitter:
             if name == "rv" and np.any(np.abs(value) > self.forward.rv_margin * (1 + 1e-12)):
                 raise ValueError(
                     f"per-spectrum rv up to {np.abs(value).max():g} km/s exceeds the fitter's Doppler "
-                    f"margin {self.forward.rv_margin:g} km/s; build it with fixed={{'rv': 0}}, "
-                    "max_rv=... and pass a larger fixed rv"
+                    f"margin {self.forward.rv_margin:g} km/s; build it with rv=False, "
+                    "fixed={'rv': <largest |rv|>} to keep that margin"
                 )
             out[name] = jnp.asarray(value)
         return out

@@ -209,6 +209,10 @@ def model_fingerprint(model) -> dict:
     params = getattr(model, "params", None)
     for leaf in jax.tree_util.tree_leaves(params):
         digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    if params is None and hasattr(model, "predict"):  # no weights to hash: what it predicts
+        lower, upper = (np.asarray(b, np.float64) for b in model.bounds)
+        probe = lower + (upper - lower) * np.array([[0.5], [0.25], [0.75]])
+        digest.update(np.ascontiguousarray(np.asarray(model.predict(probe), np.float32)).tobytes())
     provenance = getattr(model, "provenance", None) or {}
     name = provenance.get("name") or provenance.get("source") or type(model).__name__
     return {"name": str(name), "sha256": digest.hexdigest()}
