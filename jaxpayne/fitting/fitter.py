@@ -227,9 +227,9 @@ class Fitter:
         u_templates = self._template_points(self.n_templates, seed)
         self._library = build_library(fm, self.space.from_unit(u_templates), u_templates)
         self._fit_batch = jax.jit(jax.vmap(self._fit_one, in_axes=(None, 0, 0)))
-        self._refine_batch = jax.jit(jax.vmap(self._refine_one, in_axes=(None, 0, 0, 0, 0)))
+        self._refine_batch = jax.jit(jax.vmap(self._refine_one))
         self._scan_batch = {
-            name: jax.jit(jax.vmap(functools.partial(self._chi2_scan, name=name), in_axes=(None, 0, 0, 0, 0)))
+            name: jax.jit(jax.vmap(functools.partial(self._chi2_scan, name=name)))
             for name in self._even
         }
 
@@ -362,9 +362,8 @@ class Fitter:
         final = levenberg_marquardt(residuals_u, u_start, lower, upper, first)
         return self._finish(obs, final, n_explore, data, window, n_edge)
 
-    def _refine_one(self, library, obs, fixed, u_start, window):
+    def _refine_one(self, obs, fixed, u_start, window):
         """Continue Levenberg–Marquardt from ``u_start`` (a straggler of the first pass)."""
-        del library
         residuals_u, lower, upper, data, n_edge = self._problem(obs, fixed, window)
         remaining = self.lm_options._replace(max_iter=max(1, self.lm_options.max_iter - FIRST_PASS_ITERATIONS))
         final = levenberg_marquardt(residuals_u, u_start.astype(obs.flux.dtype), lower, upper, remaining)
@@ -397,13 +396,12 @@ class Fitter:
         return (theta, jac, fisher, final.cost, n_pixels, n_marginal, final.n_iter + n_explore,
                 final.converged, window, n_edge)
 
-    def _chi2_scan(self, library, obs, fixed, u_best, window, name):
+    def _chi2_scan(self, obs, fixed, u_best, window, name):
         """χ² of one spectrum along parameter ``name`` from 0 to its upper bound, the others at
         the best fit: (UPPER_LIMIT_STEPS,) values and (UPPER_LIMIT_STEPS,) χ² (for upper limits)."""
         import jax
         import jax.numpy as jnp
 
-        del library
         residuals_u, *_ = self._problem(obs, fixed, window)
         j = self.space.index(name)
         dtype = obs.flux.dtype
@@ -440,7 +438,7 @@ class Fitter:
         pick = _padded_pick(todo)
         sub, sub_fixed = jax.tree_util.tree_map(lambda a: a[pick], (observations, fixed))
         u0 = (theta[pick] - self._offset) / self._scale
-        refined = self._refine_batch(self._library, sub, sub_fixed, u0, window[pick])
+        refined = self._refine_batch(sub, sub_fixed, u0, window[pick])
         k = todo.size
         host = [None if i == 1 else np.asarray(a)[:k] for i, a in enumerate(refined)]
         theta[todo], fisher[todo], cost[todo] = host[0], host[2], host[3]
@@ -565,7 +563,7 @@ class Fitter:
                 sub, sub_fixed = jax.tree_util.tree_map(lambda a: a[pick], (observations, fixed))
                 u_best = (theta[pick] - self._offset) / self._scale
                 grid, chi2 = (np.asarray(a, np.float64)[: todo.size] for a in self._scan_batch[name](
-                    self._library, sub, sub_fixed, u_best, window[pick]))
+                    sub, sub_fixed, u_best, window[pick]))
                 values[todo] = [_crossing(g, c - c.min(), UPPER_LIMIT_DCHI2) for g, c in zip(grid, chi2)]
             limits[name] = values
         return limits
