@@ -37,6 +37,10 @@ _LAZY = {
     "Flags": "jaxpayne.fitting",
     "LMOptions": "jaxpayne.fitting",
     "fit_spectra": "jaxpayne.fitting",
+    "Prior": "jaxpayne.sampling",
+    "Sampler": "jaxpayne.sampling",
+    "sample": "jaxpayne.sampling",
+    "sample_spectra": "jaxpayne.sampling",
     "Spectrum": "jaxpayne.io",
     "read_spectrum": "jaxpayne.io",
     "read_spectra": "jaxpayne.io",
@@ -53,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from jaxpayne.labels import LabelSpec
     from jaxpayne.model import Model, ModelFileError, load_model
     from jaxpayne.payne_format import export_payne
+    from jaxpayne.sampling import Prior, Sampler, sample, sample_spectra
     from jaxpayne.training import TrainingConfig, TrainingResult, train_emulator
 
 

@@ -7,6 +7,7 @@ Subcommands::
     jaxpayne info MODEL                # labels, bounds, wavelengths, architecture, validation error
     jaxpayne convert NN.npz --format payne|binspec --labels A,B --wavelength W --out MODEL
     jaxpayne fit --model MODEL SPECTRUM... --out TABLE
+    jaxpayne sample --model MODEL SPECTRUM... --out POST.nc [--summary TABLE] [--prior FILE.py:NAME]
 
 Errors in the input are reported as one line ``jaxpayne: error: <file>: <problem>`` with exit
 status 2; no Python traceback (set ``JAXPAYNE_DEBUG=1`` to see one).
@@ -160,16 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_fit(sub):
-    p = sub.add_parser(
-        "fit",
-        help="fit spectra with a model; write a table of labels",
-        description="Fit SPECTRUM files (FITS tables/images, APOGEE apStar/apVisit, GALAH CCDs, npz) "
-        "and write one row per spectrum (labels, errors, covariance, chi2, flags) to --out.",
-    )
-    p.add_argument("spectra", nargs="+", metavar="SPECTRUM", help="spectrum files")
-    p.add_argument("--model", required=True, help="model file (.h5), or an npz network with --model-format")
-    p.add_argument("--out", required=True, help="output table: .fits, .ecsv or .parquet")
+def _add_model_options(p):
+    """The forward-model, likelihood and start-fit options shared by ``fit`` and ``sample``."""
     p.add_argument("--wavelength", help="wavelength grid for files that carry none (e.g. binspec npz spectra)")
     p.add_argument("--rv", dest="rv", action="store_true", default=True, help="fit the radial velocity (default)")
     p.add_argument("--no-rv", dest="rv", action="store_false", help="hold rv at 0 (rest-frame spectra)")
@@ -191,66 +184,170 @@ def _add_fit(sub):
                    help="optimiser starts from the best-matching templates, best kept (default 1)")
     p.add_argument("--segments", type=int,
                    help="number of segments (chips/arms) per spectrum (default: that of the first spectrum)")
-    p.add_argument("--batch", type=int, default=64, help="spectra per compiled batch (default 64)")
     p.add_argument("--no-emulator-error", action="store_true", help="do not add the model's validation error to the noise")
     p.add_argument("--inflate", type=float, default=1.0, help="factor on all uncertainties (default 1)")
-    p.add_argument("--error-floor", metavar="NAME=VALUE,...",
-                   help="systematic error floors added in quadrature in the <name>_err_scaled columns, "
-                   "e.g. teff=50,logg=0.1")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run: skip spectra already in --out")
+
+
+def _add_model_file_options(p):
+    """How to read an npz ``--model`` (``fit`` and ``sample``)."""
     p.add_argument("--model-format", choices=["jaxpayne", "payne", "binspec"], help="format of an npz --model")
     p.add_argument("--model-labels", help="label names of an npz --model, comma-separated")
     p.add_argument("--model-wavelength", help="wavelength grid of an npz --model")
     p.add_argument("--model-units", help="label units of an npz --model, comma-separated")
     p.add_argument("--model-air", action="store_true", help="an npz --model's wavelengths are in air (default vacuum)")
+
+
+def _forward_kwargs(args) -> dict:
+    """Fitter / Sampler keyword arguments from the shared options."""
+    return dict(
+        rv=args.rv, max_rv=args.max_rv, vsini=args.vsini, vmacro=args.vmacro, max_vsini=args.max_vsini,
+        max_vmacro=args.max_vmacro, limb_darkening=args.limb_darkening, resolution=args.resolution,
+        continuum=args.continuum, templates=args.templates, restarts=args.restarts,
+        **({"n_segments": args.segments} if args.segments else {}),
+        emulator_error=not args.no_emulator_error, inflation=args.inflate,
+    )
+
+
+def _report(source, message):
+    """One warning line per bad input (file or spectrum), when met."""
+    from tqdm.auto import tqdm
+
+    line = message.splitlines()[0] if message else "failed"
+    tqdm.write(f"jaxpayne: warning: {line if source in line else f'{source}: {line}'}", file=sys.stderr)
+
+
+def _first_spectra(args, verb: str):
+    from itertools import chain
+
+    from jaxpayne.io import iter_spectra
+
+    spectra = iter_spectra(args.spectra, on_error="skip", wavelength=args.wavelength)
+    first = next(spectra, None)  # reads the first file only
+    if first is None:
+        raise CLIError(f"no spectra to {verb}")
+    return chain([first], spectra)
+
+
+def _add_fit(sub):
+    p = sub.add_parser(
+        "fit",
+        help="fit spectra with a model; write a table of labels",
+        description="Fit SPECTRUM files (FITS tables/images, APOGEE apStar/apVisit, GALAH CCDs, npz) "
+        "and write one row per spectrum (labels, errors, covariance, chi2, flags) to --out.",
+    )
+    p.add_argument("spectra", nargs="+", metavar="SPECTRUM", help="spectrum files")
+    p.add_argument("--model", required=True, help="model file (.h5), or an npz network with --model-format")
+    p.add_argument("--out", required=True, help="output table: .fits, .ecsv or .parquet")
+    _add_model_options(p)
+    p.add_argument("--batch", type=int, default=64, help="spectra per compiled batch (default 64)")
+    p.add_argument("--error-floor", metavar="NAME=VALUE,...",
+                   help="systematic error floors added in quadrature in the <name>_err_scaled columns, "
+                   "e.g. teff=50,logg=0.1")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run: skip spectra already in --out")
+    _add_model_file_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fit)
 
 
 def _cmd_fit(args) -> int:
-    from itertools import chain
-
-    from tqdm.auto import tqdm
-
     from jaxpayne.fitting import fit_spectra
-    from jaxpayne.io import iter_spectra
 
     model = _load_model_args(args, prefix="model_")
-
-    def report(source, message):  # one warning line per bad input (file or spectrum), when met
-        line = message.splitlines()[0] if message else "failed"
-        tqdm.write(f"jaxpayne: warning: {line if source in line else f'{source}: {line}'}", file=sys.stderr)
-
-    spectra = iter_spectra(args.spectra, on_error="skip", wavelength=args.wavelength)
-    first = next(spectra, None)  # reads the first file only
-    if first is None:
-        raise CLIError("no spectra to fit")
     table = fit_spectra(
         model,
-        chain([first], spectra),
+        _first_spectra(args, "fit"),
         out=args.out,
         resume=args.resume,
         batch_size=args.batch,
         progress=not args.quiet,
-        rv=args.rv,
-        max_rv=args.max_rv,
-        vsini=args.vsini,
-        vmacro=args.vmacro,
-        max_vsini=args.max_vsini,
-        max_vmacro=args.max_vmacro,
-        limb_darkening=args.limb_darkening,
-        resolution=args.resolution,
-        continuum=args.continuum,
-        templates=args.templates,
-        restarts=args.restarts,
-        **({"n_segments": args.segments} if args.segments else {}),
-        emulator_error=not args.no_emulator_error,
-        inflation=args.inflate,
         error_floor=_parse_floor(args.error_floor),
-        report=report,
+        report=_report,
+        **_forward_kwargs(args),
     )
     n_bad = int(sum(1 for f in table["flags"] if f))
     print(f"wrote {len(table)} rows to {args.out} ({n_bad} flagged; flag bits in the table header)")
+    return 0
+
+
+def _add_sample(sub):
+    p = sub.add_parser(
+        "sample",
+        help="sample the posteriors of spectra (NUTS); write InferenceData and a summary table",
+        description="Fit SPECTRUM files for a start, then draw posterior samples with NUTS (NumPyro), "
+        "many stars in one compiled call; write ArviZ InferenceData (netCDF, --out) and a per-star "
+        "summary (--summary).",
+    )
+    p.add_argument("spectra", nargs="+", metavar="SPECTRUM", help="spectrum files")
+    p.add_argument("--model", required=True, help="model file (.h5), or an npz network with --model-format")
+    p.add_argument("--out", required=True, help="posterior samples: InferenceData netCDF (.nc)")
+    p.add_argument("--summary", help="per-star summary table: .fits, .ecsv or .parquet")
+    _add_model_options(p)
+    p.add_argument("--chains", type=int, default=4, help="chains per star (default 4)")
+    p.add_argument("--warmup", type=int, default=1000, help="warmup iterations per chain (default 1000)")
+    p.add_argument("--samples", type=int, default=1000, help="draws kept per chain (default 1000)")
+    p.add_argument("--prior", metavar="FILE.py:NAME",
+                   help="prior: NAME in FILE.py is a jaxpayne Prior, a dict of NumPyro distributions, or a "
+                   "joint log-density f(values) (default: uniform over the model's box)")
+    p.add_argument("--max-tree-depth", type=int, default=8, help="cap of the NUTS tree depth (default 8)")
+    p.add_argument("--target-accept", type=float, default=0.8, help="target acceptance probability (default 0.8)")
+    p.add_argument("--chain-method", choices=["auto", "vectorized", "sequential"], default="auto",
+                   help="chains and stars in lockstep (vectorized: GPUs) or one after another (sequential); "
+                   "auto (default) picks vectorized on a GPU/TPU, sequential on a CPU")
+    p.add_argument("--algorithm", choices=["NUTS", "HMC"], default="NUTS",
+                   help="NUTS (default) or fixed-length HMC in the whitened coordinates (even lockstep)")
+    p.add_argument("--trajectory-length", type=float, default=2.5,
+                   help="integration time of --algorithm HMC, whitened units (default 2.5)")
+    p.add_argument("--noise-scale", action="store_true", help="also sample a factor on every uncertainty")
+    p.add_argument("--float64", action="store_true", help="sample in double precision")
+    p.add_argument("--log-likelihood", action="store_true", help="store ln L of every draw (log_likelihood group)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--batch", type=int, default=16, help="spectra per compiled call (default 16)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run: keep the stars already sampled")
+    _add_model_file_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_sample)
+
+
+def _cmd_sample(args) -> int:
+    if args.float64:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    from jaxpayne.sampling import load_prior, sample_spectra
+
+    prior = load_prior(args.prior) if args.prior else None
+    model = _load_model_args(args, prefix="model_")
+    table = sample_spectra(
+        model,
+        _first_spectra(args, "sample"),
+        out=args.out,
+        summary=args.summary,
+        resume=args.resume,
+        batch_size=args.batch,
+        progress=not args.quiet,
+        report=_report,
+        log_likelihood=args.log_likelihood,
+        prior=prior,
+        chains=args.chains,
+        warmup=args.warmup,
+        samples=args.samples,
+        max_tree_depth=args.max_tree_depth,
+        target_accept=args.target_accept,
+        chain_method=args.chain_method,
+        noise_scale=args.noise_scale,
+        algorithm=args.algorithm,
+        trajectory_length=args.trajectory_length,
+        dtype="float64" if args.float64 else "float32",
+        seed=args.seed,
+        **_forward_kwargs(args),
+    )
+    from jaxpayne.fitting import Flags
+
+    failed = int(sum(1 for f in table["flags"] if int(f) & int(Flags.FAILED)))
+    flagged = int(sum(1 for f in table["flags"] if f)) - failed
+    where = f"; summary of all in {args.summary}" if args.summary else ""
+    print(f"wrote posteriors of {len(table) - failed} spectra to {args.out}{where} "
+          f"({flagged} flagged, {failed} failed; flag bits in the summary header)")
     return 0
 
 
@@ -293,7 +390,7 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-_SUBCOMMANDS = [_add_demo, _add_train, _add_info, _add_convert, _add_fit]
+_SUBCOMMANDS = [_add_demo, _add_train, _add_info, _add_convert, _add_fit, _add_sample]
 
 
 def main(argv: list[str] | None = None) -> int:

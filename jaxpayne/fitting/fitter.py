@@ -81,6 +81,11 @@ class Flags(enum.IntFlag):
     HIGH_CHI2       128    reduced χ² > 5: model inadequate or errors underestimated
     UPPER_LIMIT     256    vsini or vmacro not detected: ``<name>_upper`` holds its 95 %
                            upper limit, the other errors are at its best value
+    R_HAT_HIGH      512    (sampling) some parameter has r_hat > 1.01: chains disagree
+    ESS_LOW         1024   (sampling) some parameter has ess_bulk < 400
+    DIVERGENT       2048   (sampling) divergent transitions after warmup: the posterior
+                           may be biased (a funnel, a wall of the box, a bad pixel)
+    TREE_DEPTH      4096   (sampling) > 5 % of transitions hit the maximum tree depth
     ==============  =====  ============================================================
     """
 
@@ -93,6 +98,10 @@ class Flags(enum.IntFlag):
     PIXELS_CLIPPED = 64
     HIGH_CHI2 = 128
     UPPER_LIMIT = 256
+    R_HAT_HIGH = 512
+    ESS_LOW = 1024
+    DIVERGENT = 2048
+    TREE_DEPTH = 4096
 
 
 #: Reduced χ² above which HIGH_CHI2 is raised.
@@ -464,7 +473,7 @@ class Fitter:
             A :class:`BatchFit` of numpy arrays.
         """
         batch = int(np.shape(observations.flux)[0])
-        fixed = self._batch_fixed(fixed, batch)
+        fixed = self.batch_fixed(fixed, batch)
         out = list(self._fit_batch(self._library, observations, fixed))
         # the Jacobians stay on the device (only a few are ever needed here)
         out = [a if i == 1 else np.array(a) for i, a in enumerate(out)]
@@ -521,8 +530,9 @@ class Fitter:
         return BatchFit(theta, cov, chi2, n_pix.astype(np.int64), dof, n_iter.astype(np.int64),
                         converged.astype(bool) & ~few, flags, n_edge.astype(np.int64), upper_limits)
 
-    def _batch_fixed(self, fixed, batch: int) -> dict:
-        """Per-spectrum fixed values as (B,) arrays (only names the forward model holds fixed)."""
+    def batch_fixed(self, fixed, batch: int) -> dict:
+        """Per-spectrum fixed values as checked (B,) arrays (only names the forward model holds
+        fixed; a per-spectrum rv must lie within the Doppler margin)."""
         import jax.numpy as jnp
 
         out = {}

@@ -29,7 +29,8 @@ import numpy as np
 from jaxpayne.fitting.fitter import CLIPPED_FRACTION_LIMIT, EVEN_PARAMETERS, Fitter, Flags
 from jaxpayne.forward.doppler import SPEED_OF_LIGHT
 
-__all__ = ["fit_spectra", "read_results", "result_columns"]
+__all__ = ["fit_spectra", "model_fingerprint", "pad_batch", "read_results", "result_columns", "run_setup",
+           "peek_spectrum", "spectrum_observation", "write_table"]
 
 #: Pixel counts are padded up to a multiple of this, so batches of similar spectra share one
 #: compiled program.
@@ -139,7 +140,7 @@ def fit_spectra(
     items: Iterator = chain(failures, spectra)
     if fitter is None:
         if "n_segments" not in fitter_options:
-            first, items = _peek_spectrum(items)
+            first, items = peek_spectrum(items)
             fitter_options["n_segments"] = first.n_segments if first is not None else 1
         fitter = Fitter(model, **fitter_options)
     names = fitter.param_names
@@ -231,8 +232,9 @@ def _write_journal_header(journal: Path, setup: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def _peek_spectrum(items: Iterator):
-    """The first Spectrum among ``items`` (or None), and an iterator over all of them."""
+def peek_spectrum(items: Iterator):
+    """The first Spectrum among ``items`` (or None), and an iterator over all of them (the
+    items read so far, then the rest)."""
     head = []
     for item in items:
         head.append(item)
@@ -260,7 +262,7 @@ def _entries(items, fitter: Fitter, context: _RunContext, done: set, bar):
             continue
         if not failed:
             try:
-                obs, extra = _observation(fitter, item)
+                obs, extra = spectrum_observation(fitter, item)
             except ValueError as err:
                 failed, message = True, str(err)
         yield context.failed(id_, source, message) if failed else (id_, source, obs, extra)
@@ -287,13 +289,14 @@ def _chunk_rows(fitter: Fitter, context: _RunContext, chunk, n_batch) -> list[di
     if fits:
         length = max(int(np.shape(obs.wavelength)[0]) for _, _, obs, _ in fits)
         length = LENGTH_QUANTUM * math.ceil(length / LENGTH_QUANTUM)
-        result = fitter.fit(_pad_batch([obs for _, _, obs, _ in fits], n_batch, length))
+        result = fitter.fit(pad_batch([obs for _, _, obs, _ in fits], n_batch, length))
         fitted = (_result_row(context, *fit[:2], fit[3], result, i) for i, fit in enumerate(fits))
     return [next(fitted) if isinstance(entry, tuple) else entry for entry in chunk]
 
 
-def _observation(fitter: Fitter, spectrum):
-    """A spectrum as a checked Observation; pixels the model cannot reach are masked.
+def spectrum_observation(fitter: Fitter, spectrum):
+    """A :class:`~jaxpayne.io.Spectrum` as a checked Observation for ``fitter`` (also used by
+    ``sample``); pixels the model cannot reach are masked.
 
     Returns:
         The observation and ``extra``: the good pixels, those masked here, the velocity frame
@@ -340,7 +343,7 @@ def _barycentric(rv: float, frame: str, bc: float) -> float:
     return float("nan")
 
 
-def _pad_batch(observations, n_batch: int, length: int):
+def pad_batch(observations, n_batch: int, length: int):
     """Stack observations, padding pixels to ``length`` and the batch to ``n_batch`` spectra
     (filler spectra are copies of the first, discarded afterwards)."""
     from jaxpayne.forward import pad_observations
@@ -441,6 +444,12 @@ def _add(rows: dict, row: dict) -> None:
 def _retryable(row: dict | None) -> bool:
     """A row that says only FAILED (unreadable file or unusable spectrum): retried on resume."""
     return row is not None and int(row["flags"]) == int(Flags.FAILED)
+
+
+def write_table(table, path: str | os.PathLike) -> None:
+    """Write an astropy table atomically and durably (format from the extension: .fits, .ecsv,
+    .parquet): a synced temporary file renamed over ``path``."""
+    _write_table(table, Path(path))
 
 
 def _write_table(table, out_path: Path) -> None:
