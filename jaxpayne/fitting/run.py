@@ -287,9 +287,7 @@ def _chunk_rows(fitter: Fitter, context: _RunContext, chunk, n_batch) -> list[di
     fits = [entry for entry in chunk if isinstance(entry, tuple)]
     fitted = iter(())
     if fits:
-        length = max(int(np.shape(obs.wavelength)[0]) for _, _, obs, _ in fits)
-        length = LENGTH_QUANTUM * math.ceil(length / LENGTH_QUANTUM)
-        result = fitter.fit(pad_batch([obs for _, _, obs, _ in fits], n_batch, length))
+        result = fitter.fit(pad_batch([obs for _, _, obs, _ in fits], n_batch))
         fitted = (_result_row(context, *fit[:2], fit[3], result, i) for i, fit in enumerate(fits))
     return [next(fitted) if isinstance(entry, tuple) else entry for entry in chunk]
 
@@ -343,11 +341,18 @@ def _barycentric(rv: float, frame: str, bc: float) -> float:
     return float("nan")
 
 
-def pad_batch(observations, n_batch: int, length: int):
+def pad_batch(observations, n_batch: int, length: int | None = None):
     """Stack observations, padding pixels to ``length`` and the batch to ``n_batch`` spectra
-    (filler spectra are copies of the first, discarded afterwards)."""
+    (filler spectra are copies of the first, discarded afterwards).
+
+    ``length`` defaults to the longest observation rounded up to a multiple of
+    :data:`LENGTH_QUANTUM`, so batches of similar spectra share one compiled program.
+    """
     from jaxpayne.forward import pad_observations
 
+    if length is None:
+        longest = max(int(np.shape(o.flux)[0]) for o in observations)
+        length = LENGTH_QUANTUM * math.ceil(longest / LENGTH_QUANTUM)
     obs = list(observations) + [observations[0]] * (n_batch - len(observations))
     return pad_observations(obs, length)
 

@@ -13,17 +13,14 @@ other settings.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
 
-import numpy as np
 
-from jaxpayne.fitting.run import (LENGTH_QUANTUM, model_fingerprint, pad_batch, peek_spectrum,
-                                  spectrum_observation, write_table)
+from jaxpayne.fitting.run import model_fingerprint, pad_batch, peek_spectrum, spectrum_observation, write_table
 from jaxpayne.sampling.sampler import Sampler
 from jaxpayne.sampling.summary import failed_summary_row, summarize, summary_table
 
@@ -174,9 +171,8 @@ def _entry(item, sampler, seen, done, report):
 def _sample_chunk(sampler, chunk, path: Path, batch_size: int, progress: bool, log_likelihood: bool):
     """Sample a chunk padded to ``batch_size`` spectra (copies of the first, dropped), write a part."""
     observations = [entry[3] for entry in chunk]
-    length = LENGTH_QUANTUM * math.ceil(max(int(np.shape(o.flux)[0]) for o in observations) / LENGTH_QUANTUM)
     n = len(chunk)
-    batch = pad_batch(observations, batch_size, length)
+    batch = pad_batch(observations, batch_size)
     ids = [entry[1] for entry in chunk] + [f"__pad{i}" for i in range(batch_size - n)]
     sources = [entry[2] for entry in chunk] + [""] * (batch_size - n)
     # ids must be unique within a part for the star coordinate; sources keep them apart across files

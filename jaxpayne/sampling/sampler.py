@@ -417,7 +417,8 @@ class Sampler:
                     fit_flags=["star"], fit_chi2=["star"], fit_dof=["star"], rv_window=["star", "bound"],
                     source=["star"])
         if log_likelihood:
-            groups["log_likelihood"] = {"spectrum": cds(self._draw_loglike(observations, fixed_j, theta, fit))}
+            groups["log_likelihood"] = {"spectrum": cds(self._draw_loglike(observations, fixed_j, windows, theta,
+                                                                           failed))}
             dims["spectrum"] = ["star"]
         coords = {"star": list(ids), "parameter": list(space.free_names), "parameter_": list(space.free_names),
                   "bound": ["lower", "upper"]}
@@ -441,13 +442,10 @@ class Sampler:
             idata[group].attrs.update(attrs)
         return idata
 
-    def _draw_loglike(self, observations, fixed_j, theta, fit):
-        """ln L of every draw (B, C, S), in chunks of draws."""
+    def _draw_loglike(self, observations, fixed_j, windows, theta, failed):
+        """ln L of every draw (B, C, S), in chunks of draws; NaN for the ``failed`` stars."""
         import jax
         import jax.numpy as jnp
-
-        windows = jnp.asarray(self._windows(fit, {k: np.asarray(v) for k, v in fixed_j.items()}, theta.shape[0]),
-                              observations.flux.dtype)
 
         def one_star(obs, fixed, window, th):
             obs, data = self._star_inputs(obs, fixed, window)
@@ -455,9 +453,10 @@ class Sampler:
 
         fn = jax.jit(jax.vmap(one_star))
         b, c, s, n = theta.shape
-        flat = jnp.asarray(np.nan_to_num(theta).reshape(b, c * s, n), observations.flux.dtype)
-        out = np.array(fn(observations, fixed_j, windows, flat), np.float64).reshape(b, c, s)
-        out[~np.all(np.isfinite(fit.theta), axis=1)] = np.nan
+        dtype = observations.flux.dtype
+        flat = jnp.asarray(np.nan_to_num(theta).reshape(b, c * s, n), dtype)
+        out = np.array(fn(observations, fixed_j, jnp.asarray(windows, dtype), flat), np.float64).reshape(b, c, s)
+        out[failed] = np.nan
         return out
 
 
@@ -482,7 +481,6 @@ def _fit_cov(sampler: Sampler, fit: BatchFit) -> np.ndarray:
 def _safe_cholesky(cov: np.ndarray) -> np.ndarray:
     """Cholesky factor of a Laplace covariance; non-finite or non-positive directions get unit
     variance (an undetected vsini, a failed fit), an indefinite matrix its diagonal."""
-    n = cov.shape[0]
     diag = np.diag(cov)
     bad = ~np.isfinite(diag) | ~(diag > 0)
     c = np.where(bad[:, None] | bad[None, :] | ~np.isfinite(cov), 0.0, cov)
@@ -555,7 +553,7 @@ def sample(model, spectra, *, prior=None, chains: int = 4, warmup: int = 1000, s
         >>> idata = jaxpayne.sample(model, spectrum, prior={"logg": dist.Normal(2.45, 0.02)})
         >>> arviz.summary(idata)
     """
-    from jaxpayne.fitting.run import LENGTH_QUANTUM, pad_batch, spectrum_observation
+    from jaxpayne.fitting.run import pad_batch, spectrum_observation
     from jaxpayne.io import Spectrum
 
     if isinstance(spectra, tuple) and len(spectra) == 3 and not isinstance(spectra[0], Spectrum):
@@ -569,8 +567,7 @@ def sample(model, spectra, *, prior=None, chains: int = 4, warmup: int = 1000, s
         options["n_segments"] = max(s.n_segments for s in spectra)
     sampler = Sampler(model, prior=prior, chains=chains, warmup=warmup, samples=samples, seed=seed, **options)
     observations = [spectrum_observation(sampler.fitter, s)[0] for s in spectra]
-    length = LENGTH_QUANTUM * math.ceil(max(int(np.shape(o.flux)[0]) for o in observations) / LENGTH_QUANTUM)
-    batch = pad_batch(observations, len(observations), length)
+    batch = pad_batch(observations, len(observations))
     ids = _unique_ids([s.id or f"spectrum{i}" for i, s in enumerate(spectra)])
     return sampler.sample(batch, fixed=fixed, ids=ids, sources=[s.source for s in spectra], progress=progress,
                           log_likelihood=log_likelihood)
