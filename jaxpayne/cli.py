@@ -8,6 +8,7 @@ Subcommands::
     jaxpayne convert NN.npz --format payne|binspec --labels A,B --wavelength W --out MODEL
     jaxpayne fit --model MODEL SPECTRUM... --out TABLE
     jaxpayne sample --model MODEL SPECTRUM... --out POST.nc [--summary TABLE] [--prior FILE.py:NAME]
+    jaxpayne crlb --model MODEL --labels NAME=VALUE,... --snr S [--resolution R] --out TABLE
 
 Errors in the input are reported as one line ``jaxpayne: error: <file>: <problem>`` with exit
 status 2; no Python traceback (set ``JAXPAYNE_DEBUG=1`` to see one).
@@ -16,6 +17,7 @@ status 2; no Python traceback (set ``JAXPAYNE_DEBUG=1`` to see one).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -166,6 +168,15 @@ def _add_model_options(p):
     p.add_argument("--wavelength", help="wavelength grid for files that carry none (e.g. binspec npz spectra)")
     p.add_argument("--rv", dest="rv", action="store_true", default=True, help="fit the radial velocity (default)")
     p.add_argument("--no-rv", dest="rv", action="store_false", help="hold rv at 0 (rest-frame spectra)")
+    _add_forward_options(p)
+    p.add_argument("--templates", type=int, default=128,
+                   help="model spectra in the rv/label pre-search library (default 128)")
+    p.add_argument("--restarts", type=int, default=1,
+                   help="optimiser starts from the best-matching templates, best kept (default 1)")
+
+
+def _add_forward_options(p):
+    """The forward-model and likelihood options shared by ``fit``, ``sample`` and ``crlb``."""
     p.add_argument("--max-rv", type=float, default=300.0, help="rv search range +-km/s (default 300)")
     p.add_argument("--vsini", action="store_true", help="fit rotational broadening vsini")
     p.add_argument("--vmacro", action="store_true", help="fit macroturbulence vmacro")
@@ -178,10 +189,6 @@ def _add_model_options(p):
                    "use ~0.3-0.4 in the near infrared, e.g. APOGEE)")
     p.add_argument("--resolution", type=float, help="instrumental resolving power R (default: none applied)")
     p.add_argument("--continuum", default="filter", help="none | filter[:WIDTH_A] | cheb:N | cheb:N:free (default filter = 50 A)")
-    p.add_argument("--templates", type=int, default=128,
-                   help="model spectra in the rv/label pre-search library (default 128)")
-    p.add_argument("--restarts", type=int, default=1,
-                   help="optimiser starts from the best-matching templates, best kept (default 1)")
     p.add_argument("--segments", type=int,
                    help="number of segments (chips/arms) per spectrum (default: that of the first spectrum)")
     p.add_argument("--no-emulator-error", action="store_true", help="do not add the model's validation error to the noise")
@@ -309,13 +316,14 @@ def _add_sample(sub):
 
 
 def _cmd_sample(args) -> int:
-    if args.float64:
-        import jax
+    with _double_precision(args.float64):
+        return _sample(args)
 
-        jax.config.update("jax_enable_x64", True)
-    from jaxpayne.sampling import load_prior, sample_spectra
 
-    prior = load_prior(args.prior) if args.prior else None
+def _sample(args) -> int:
+    from jaxpayne.sampling import sample_spectra
+
+    prior = _load_prior_arg(args)
     model = _load_model_args(args, prefix="model_")
     table = sample_spectra(
         model,
@@ -351,18 +359,234 @@ def _cmd_sample(args) -> int:
     return 0
 
 
-def _parse_floor(text: str | None) -> dict[str, float]:
-    """``"teff=50,logg=0.1"`` → ``{"teff": 50.0, "logg": 0.1}``."""
-    floor = {}
+def _parse_assignments(text: str | None, option: str, nonnegative: bool = False) -> dict[str, float]:
+    """``"teff=50,logg=0.1"`` → ``{"teff": 50.0, "logg": 0.1}`` (one-line CLIError otherwise)."""
+    out = {}
     for part in filter(None, (text or "").split(",")):
         name, sep, value = part.partition("=")
         try:
-            floor[name.strip()] = float(value)
+            out[name.strip()] = float(value)
         except ValueError:
             sep = ""
-        if not sep or floor[name.strip()] < 0:
-            raise CLIError(f"--error-floor expects NAME=VALUE,... with values >= 0, got {part!r}")
-    return floor
+        if not sep or not name.strip() or (nonnegative and out[name.strip()] < 0):
+            rule = " with values >= 0" if nonnegative else ""
+            raise CLIError(f"{option} expects NAME=VALUE,...{rule}, got {part!r}")
+    return out
+
+
+def _parse_floor(text: str | None) -> dict[str, float]:
+    """``--error-floor``: ``"teff=50,logg=0.1"`` → ``{"teff": 50.0, "logg": 0.1}``."""
+    return _parse_assignments(text, "--error-floor", nonnegative=True)
+
+
+def _parse_ranges(text: str) -> list[tuple[float, float]]:
+    """``"15150-15800,15860-16430"`` → [(15150.0, 15800.0), (15860.0, 16430.0)]."""
+    ranges = []
+    for part in filter(None, text.split(",")):
+        lo, sep, hi = part.partition("-")
+        try:
+            ranges.append((float(lo), float(hi)))
+        except ValueError:
+            sep = ""
+        if not sep or not 0 < ranges[-1][0] < ranges[-1][1]:
+            raise CLIError(f"--wavelength-range expects LO-HI[,LO-HI...] in Angstrom, got {part!r}")
+    return ranges
+
+
+#: Default Doppler margin [km/s] of ``crlb`` around the star's rv.
+CRLB_RV_MARGIN = 20.0
+
+
+def _add_crlb(sub):
+    from jaxpayne.information import DEFAULT_SAMPLING, SETUPS
+
+    p = sub.add_parser(
+        "crlb",
+        help="Cramér–Rao bounds: how precisely a spectrum can measure each label",
+        description="Cramér–Rao bounds of every free parameter for a model, instrument and S/N "
+        "(free nuisance parameters marginalised), from the Fisher matrix of the same likelihood "
+        "fit and sample use. One row per parameter to --out; pixels ranked by information to "
+        "--gradients; --plot draws the gradient spectra or precision versus R at fixed exposure.",
+    )
+    p.add_argument("--model", required=True, help="model file (.h5), or an npz network with --model-format")
+    p.add_argument("--labels", metavar="NAME=VALUE,...",
+                   help="the star (labels, and rv/vsini/vmacro/R); others take the box centre / start values")
+    p.add_argument("--snr", type=float, required=True, help="signal-to-noise at the continuum")
+    p.add_argument("--snr-per", choices=["pixel", "angstrom"], default="pixel", help="S/N per pixel (default) or per Angstrom")
+    p.add_argument("--noise", choices=["continuum", "photon"], default="continuum",
+                   help="sigma = 1/SNR at every pixel (default) or photon noise, sigma ~ sqrt(flux)")
+    p.add_argument("--setup", choices=sorted(SETUPS), help="a survey-like resolution, coverage and pixel sampling")
+    p.add_argument("--wavelength-range", metavar="LO-HI[,LO-HI...]",
+                   help="coverage in Angstrom, one segment per range (default the setup's, or the model's range)")
+    p.add_argument("--sampling", type=float, default=DEFAULT_SAMPLING,
+                   help=f"pixels per resolution element with --resolution (default {DEFAULT_SAMPLING:g})")
+    p.add_argument("--pixels", metavar="SPECTRUM", help="take the pixels and mask of this spectrum file instead")
+    p.add_argument("--air", action="store_true", help="--wavelength-range is in air (default: the model's medium)")
+    p.add_argument("--rv", dest="rv", action="store_true", default=False, help="rv is a free nuisance parameter")
+    p.add_argument("--fit-resolution", action="store_true", help="R is a free nuisance parameter (needs --resolution)")
+    _add_forward_options(p)
+    p.add_argument("--prior", metavar="FILE.py:NAME", help="a prior whose curvature adds information (as for sample)")
+    p.add_argument("--out", required=True, help="table of bounds: .fits, .ecsv, .csv or .parquet")
+    p.add_argument("--gradients", metavar="TABLE", help="also write the pixels ranked by their share of each label's information")
+    p.add_argument("--top", type=int, default=20, help="pixels per parameter in --gradients (default 20)")
+    p.add_argument("--plot", metavar="FILE", help="draw a figure (.png/.pdf)")
+    p.add_argument("--plot-kind", choices=["gradients", "resolution"], default="gradients",
+                   help="gradient spectra (default) or bounds versus R at fixed exposure (S/N per Angstrom)")
+    p.add_argument("--resolutions", metavar="R,...", help="resolving powers for --plot-kind resolution "
+                   "(default 8 values from R/10 to 2R)")
+    _add_model_file_options(p)
+    p.set_defaults(func=_cmd_crlb, wavelength=None, max_rv=None)
+
+
+@contextlib.contextmanager
+def _double_precision(enable: bool = True):
+    """JAX's 64-bit mode for one command, restored afterwards (``main`` may run in-process)."""
+    import jax
+
+    before = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", bool(enable) or before)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
+def _cmd_crlb(args) -> int:
+    with _double_precision():  # one star: double precision costs nothing here
+        return _crlb(args)
+
+
+def _crlb(args) -> int:
+    import numpy as np
+
+    from jaxpayne.information import (SETUPS, bounds_table, covering_model, crlb, instrument_wavelength,
+                                      mock_observation, pixel_snr, ranked_pixels)
+
+    model = _load_model_args(args, prefix="model_")
+    point = _parse_assignments(args.labels, "--labels")
+    setup = SETUPS[args.setup] if args.setup else None
+    resolution = args.resolution or (setup.resolution if setup else None)
+    medium = "air" if args.air else (setup.medium if setup else None)
+    if args.fit_resolution and resolution is None:
+        raise CLIError("--fit-resolution needs --resolution or --setup")
+    model_wave = np.asarray(model.wavelength, np.float64)
+    segment = mask = None
+    if args.pixels:
+        from jaxpayne.io import read_spectrum
+
+        spectrum = read_spectrum(args.pixels)
+        wave, segment, medium = np.asarray(spectrum.wavelength, np.float64), spectrum.segment, spectrum.medium
+        mask = ~(np.asarray(spectrum.ivar) > 0)
+        ranges = [(float(wave.min()), float(wave.max()))]
+    else:
+        ranges = (_parse_ranges(args.wavelength_range) if args.wavelength_range
+                  else list(setup.ranges) if setup else None)
+        if setup and not args.wavelength_range and not args.resolution:
+            wave, segment = setup.wavelength()
+        elif resolution is not None:
+            ranges = ranges or [(float(model_wave[0]), float(model_wave[-1]))]
+            wave, segment = instrument_wavelength(ranges, resolution, sampling=args.sampling)
+        else:  # no instrument: the emulator's own pixels
+            keep = np.zeros(model_wave.shape, bool)
+            for k, (lo, hi) in enumerate(ranges or [(model_wave[0], model_wave[-1])]):
+                keep |= (model_wave >= lo) & (model_wave <= hi)
+            wave = model_wave[keep]
+            segment = None if not ranges else np.searchsorted([r[0] for r in ranges], wave, side="right") - 1
+    if wave.size == 0:
+        raise CLIError(f"no pixel of {ranges[0][0]:g}-{ranges[-1][1]:g} A lies in the model's wavelength range "
+                       f"({model_wave[0]:g}-{model_wave[-1]:g} A)")
+    n_segments = args.segments or (int(np.max(segment)) + 1 if segment is not None else 1)
+    if args.rv and "rv" not in point:
+        point["rv"] = 0.0
+    # the bound is local: a free rv needs only a small Doppler margin around the star's own
+    max_rv = args.max_rv if args.max_rv is not None else abs(point.get("rv", 0.0)) + CRLB_RV_MARGIN
+    options = dict(rv=args.rv, max_rv=max_rv, vsini=args.vsini, vmacro=args.vmacro,
+                   max_vsini=args.max_vsini, max_vmacro=args.max_vmacro, limb_darkening=args.limb_darkening,
+                   continuum=args.continuum, n_segments=n_segments)
+    fm, covered = covering_model(model, wave, medium=medium, resolution=resolution,
+                                 fit_resolution=args.fit_resolution, **options)
+    fm.pack(point)  # unknown or fixed names: one error line before anything else is said
+    if mask is not None:
+        covered &= ~mask
+        if not np.any(covered):
+            raise CLIError(f"{args.pixels}: no unmasked pixel lies in the range the model covers")
+    if not np.all(covered):
+        print(f"jaxpayne: note: {int((~covered).sum())} of {wave.size} pixels lie outside what the model "
+              "covers (or are masked) and are left out", file=sys.stderr)
+    wave = wave[covered]
+    segment = None if segment is None else np.asarray(segment)[covered]
+    settings = _likelihood_settings(args)
+    prior = _load_prior_arg(args)
+    obs = mock_observation(fm, point, wave, args.snr, per=args.snr_per, noise=args.noise, segment=segment,
+                           medium=medium, dtype=np.float64)
+    bounds = crlb(fm, point, obs, settings=settings, prior=prior)
+    snr_pixel = pixel_snr(wave, args.snr, args.snr_per, segment)
+    meta = {"MODEL": str(args.model), "SNR": args.snr, "SNRPER": args.snr_per, "NOISE": args.noise,
+            "RESOLVE": resolution if resolution is not None else "none", "WRANGE": f"{wave.min():.2f}-{wave.max():.2f}",
+            "SNRPIX": float(np.median(snr_pixel)), "CONTINUU": args.continuum,
+            "PRIOR": args.prior or "uniform", "SETUP": setup.name if setup else ""}
+    table = bounds_table(bounds, meta)
+    from jaxpayne.fitting.run import write_table
+
+    write_table(table, args.out)
+    if args.gradients:
+        write_table(ranked_pixels(bounds, top=args.top), args.gradients)
+    print(f"Cramér–Rao bounds at S/N {args.snr:g} per {args.snr_per}, R = {resolution or 'model'}, "
+          f"{bounds.n_pixels} pixels {wave.min():.1f}-{wave.max():.1f} A:")
+    for j, name in enumerate(bounds.names):
+        unit = f" {bounds.units[j]}" if bounds.units[j] else ""
+        sigma = f"{bounds.sigma[j]:.4g}{unit}" if bounds.status[j] == "ok" else bounds.status[j]
+        print(f"  {name:>12s} = {bounds.values[j]:<10.5g} sigma {sigma:<18s} "
+              f"(all others known: {bounds.sigma_conditional[j]:.3g})")
+    if args.plot:
+        ranges = ranges or [(float(wave.min()), float(wave.max()))]
+        _crlb_plot(args, model, bounds, point, resolution, ranges, options, settings, prior, medium)
+    print(f"wrote {args.out}" + (f", {args.gradients}" if args.gradients else "")
+          + (f", {args.plot}" if args.plot else ""))
+    return 0
+
+
+def _likelihood_settings(args):
+    from jaxpayne.forward import LikelihoodSettings
+
+    if not args.inflate > 0:
+        raise CLIError("--inflate must be > 0")
+    return LikelihoodSettings(emulator_error=not args.no_emulator_error, inflation=args.inflate)
+
+
+def _load_prior_arg(args):
+    if not args.prior:
+        return None
+    from jaxpayne.sampling import load_prior
+
+    return load_prior(args.prior)
+
+
+def _crlb_plot(args, model, bounds, point, resolution, ranges, options, settings, prior, medium):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    from jaxpayne.plotting import plot_gradient_spectra, plot_precision_vs_resolution
+
+    if args.plot_kind == "gradients":
+        fig = plot_gradient_spectra(bounds, title=f"gradient spectra, S/N {args.snr:g} per {args.snr_per}")
+    else:
+        if resolution is None and not args.resolutions:
+            raise CLIError("--plot-kind resolution needs --resolution, --setup or --resolutions")
+        values = ([float(v) for v in args.resolutions.split(",")] if args.resolutions
+                  else np.geomspace(resolution / 10, 2 * resolution, 8))
+        from jaxpayne.information import crlb_vs_resolution
+
+        per_angstrom = args.snr if args.snr_per == "angstrom" else None
+        if per_angstrom is None:  # hold the exposure: the S/N per Angstrom of the pixels at R
+            per_angstrom = float(np.median(args.snr / np.sqrt(np.gradient(bounds.wavelength))))
+        curves = crlb_vs_resolution(model, point, values, ranges=ranges, snr=per_angstrom, per="angstrom",
+                                    sampling=args.sampling, medium=medium, noise=args.noise, settings=settings,
+                                    prior=prior, dtype=np.float64, **options)
+        fig = plot_precision_vs_resolution(values, curves, title=f"fixed exposure: S/N {per_angstrom:.3g} per A")
+    fig.savefig(args.plot, dpi=120)
 
 
 def _add_demo(sub):
@@ -390,13 +614,16 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-_SUBCOMMANDS = [_add_demo, _add_train, _add_info, _add_convert, _add_fit, _add_sample]
+_SUBCOMMANDS = [_add_demo, _add_train, _add_info, _add_convert, _add_fit, _add_sample, _add_crlb]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from jaxpayne.compilation_cache import enable
+
+    enable()  # a second run with the same model and shapes compiles nothing (opt out: JAXPAYNE_COMPILATION_CACHE=0)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_fit"]
+__all__ = ["plot_fit", "plot_gradient_spectra", "plot_precision_vs_resolution"]
 
 
 def plot_fit(fitter, theta, obs, *, title: str = "", axes=None):
@@ -56,5 +56,90 @@ def plot_fit(fitter, theta, obs, *, title: str = "", axes=None):
             top.legend(loc="lower left", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradient_spectra(bounds, names=None, *, axes=None, title: str = ""):
+    """Gradient spectra (flux change per 1σ of each parameter) and each pixel's information share.
+
+    One panel pair per parameter: the gradient spectrum on top, the pixel's share of the
+    parameter's marginal information below (see :func:`jaxpayne.information.information_shares`).
+
+    Args:
+        bounds: a :class:`jaxpayne.information.Bounds`.
+        names: parameters to draw (default every constrained one).
+        axes: optional (2·len(names),) matplotlib axes.
+        title: figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from jaxpayne.information import gradient_spectra, information_shares
+
+    gradient, shares = gradient_spectra(bounds), information_shares(bounds)
+    if names is None:
+        names = [n for n, s in zip(bounds.names, bounds.status) if s == "ok"]
+    columns = [bounds.names.index(n) for n in names]
+    if axes is None:
+        fig, axes = plt.subplots(2 * len(columns), 1, figsize=(9, 2.2 * len(columns) + 0.6), sharex=True,
+                                 squeeze=False)
+        axes = axes[:, 0]
+    fig = axes[0].figure
+    wave, segment = bounds.wavelength, bounds.segment
+    for k, j in enumerate(columns):
+        top, bottom = axes[2 * k], axes[2 * k + 1]
+        for s in np.unique(segment):  # no lines drawn across chip gaps
+            pick = segment == s
+            top.plot(wave[pick], gradient[pick, j], "k-", lw=0.5)
+            bottom.plot(wave[pick], shares[pick, j], "C0-", lw=0.5)
+        unit = bounds.units[j]
+        sigma = bounds.sigma[j]
+        top.set_ylabel(f"∂f/∂{bounds.names[j]}·σ", fontsize=8)
+        top.set_title(f"{bounds.names[j]}: σ = {sigma:.3g}{' ' + unit if unit else ''}", fontsize=8, loc="left")
+        bottom.set_ylabel("info share", fontsize=8)
+    axes[-1].set_xlabel("wavelength [Å]")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_precision_vs_resolution(resolutions, bounds_list, names=None, *, ax=None, title: str = ""):
+    """Cramér–Rao bound of each parameter against resolving power (one line per parameter, in
+    its own units, log–log); flagged bounds (NaN) are left out, never drawn huge.
+
+    Args:
+        resolutions: the resolving powers.
+        bounds_list: one :class:`jaxpayne.information.Bounds` per R (e.g. from
+            :func:`jaxpayne.information.crlb_vs_resolution`).
+        names: parameters to draw (default all).
+        ax: optional matplotlib axes.
+        title: axes title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    names = list(names or bounds_list[0].names)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+    fig = ax.figure
+    resolutions = np.asarray(resolutions, np.float64)
+    for name in names:
+        sigma = np.array([b.sigma[b.names.index(name)] for b in bounds_list])
+        unit = bounds_list[0].units[bounds_list[0].names.index(name)]
+        ax.plot(resolutions, sigma, "o-", ms=3, label=f"{name}{' [' + unit + ']' if unit else ''}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("resolving power R")
+    ax.set_ylabel("Cramér–Rao bound σ")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -84,6 +84,23 @@ def test_parameter_space_named_flat_and_bijections(x64):
     np.testing.assert_allclose(space.from_unit(space.to_unit(theta)), theta)
 
 
+def test_bijection_gradients_stay_finite_far_out_in_float32():
+    # The branches jnp.where discards must not put inf·0 = NaN into the gradient: exp(±z)
+    # overflows float32 for |z| ≳ 88, where a sampler's early trajectories do go.
+    space = ParameterSpace(("box", "above", "below", "free"), ("",) * 4, [0.0, 1.0, -np.inf, -np.inf],
+                           [10.0, np.inf, 2.0, np.inf], [5.0, 2.0, 0.0, 0.0])
+    # (the half lines go to the far end where their own branch stays finite, e^−100 ≈ 0)
+    for value in (-1e4, -100.0, 0.0, 100.0, 1e4):
+        z = jnp.array([value, -100.0, 100.0, value], dtype=jnp.float32)
+        grad = jax.grad(lambda z: jnp.sum(space.from_unconstrained(z))
+                        + space.log_abs_det_jacobian(z))(z)
+        assert np.all(np.isfinite(np.asarray(grad))), (value, grad)
+    # to_unconstrained at values where another branch would take log(0)
+    theta = jnp.array([5.0, 2.0, 1.0, 0.0], dtype=jnp.float32)
+    grad = jax.grad(lambda t: jnp.sum(space.to_unconstrained(t)))(theta)
+    assert np.all(np.isfinite(np.asarray(grad))), grad
+
+
 # ------------------------------------------------------------------------------ jit, vmap, fixed as data
 def test_jit_equals_eager_and_vmap_with_per_star_fixed_values_equals_loop(x64):
     fm = ForwardModel(_emulator(), resolution=20_000.0, macroturbulence=False, continuum="cheb:2",

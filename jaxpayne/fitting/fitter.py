@@ -194,22 +194,11 @@ class Fitter:
     ):
         import jax
 
-        from jaxpayne.forward import ForwardModel
+        from jaxpayne.forward import forward_model_from_options
 
-        fixed = dict(fixed or {})
-        if not rv:
-            fixed.setdefault("rv", 0.0)
-        names = {n.lower() for n in model.label_names}
-        self.forward = ForwardModel(
-            model,
-            resolution=resolution,
-            rotation=vsini and "vsini" not in names,
-            macroturbulence=vmacro and "vmacro" not in names,
-            continuum=continuum,
-            n_segments=n_segments,
-            max_rv=max_rv,
-            fixed=fixed,
-            **forward_options,
+        self.forward = forward_model_from_options(
+            model, rv=rv, vsini=vsini, vmacro=vmacro, resolution=resolution, continuum=continuum,
+            n_segments=n_segments, max_rv=max_rv, fixed=fixed, **forward_options,
         )
         fm = self.forward
         if restarts < 1:

@@ -58,12 +58,13 @@ from jaxpayne.forward.likelihood import (
     gaussian_loglike,
     jacobian,
     loglike,
+    normalize,
     prepare_data,
     residuals,
     whitened_residuals,
 )
 from jaxpayne.forward.media import air_to_vacuum, convert_medium, vacuum_to_air
-from jaxpayne.forward.model import ForwardModel
+from jaxpayne.forward.model import ForwardModel, forward_model_from_options
 from jaxpayne.forward.parameters import ParameterSpace
 from jaxpayne.forward.spectrum import (
     ModelSpectrum,
@@ -99,11 +100,13 @@ __all__ = [
     "apply_continuum",
     "emulator_flux",
     "fisher_matrix",
+    "forward_model_from_options",
     "gaussian_loglike",
     "grid_positions",
     "jacobian",
     "loglike",
     "model_spectrum",
+    "normalize",
     "prepare_data",
     "residuals",
     "usable_pixels",

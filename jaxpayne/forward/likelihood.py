@@ -19,7 +19,8 @@ The pieces compose (all pure, jit/vmap/grad-able):
    * ``none``: unchanged;
 
    with the emulator's own error σ_emu added in quadrature to the normalised data's variance;
-3. :func:`whitened_residuals` and :func:`gaussian_loglike` — of any :class:`Normalized`;
+3. :func:`whitened_residuals` and :func:`gaussian_loglike` — of any :class:`Normalized`
+   (:func:`normalize` is steps 1–2 for one star at parameters θ);
 4. :func:`jacobian` and :func:`fisher_matrix` — of the same likelihood with respect to the free
    parameters (forward-mode autodiff), the basis of Laplace covariances and Cramér–Rao bounds.
 
@@ -49,6 +50,7 @@ __all__ = [
     "gaussian_loglike",
     "jacobian",
     "loglike",
+    "normalize",
     "prepare_data",
     "residuals",
     "whitened_residuals",
@@ -255,7 +257,19 @@ def gaussian_loglike(normalized: Normalized, inflation=1.0, marginalize: bool = 
     return result
 
 
-def _normalized(fm, theta, obs, fixed, settings: LikelihoodSettings, data):
+def normalize(fm, theta, obs: Observation, fixed=None, settings: LikelihoodSettings = DEFAULT_SETTINGS,
+              data: PreparedData | None = None) -> Normalized:
+    """Model and data of one spectrum at free parameters ``theta`` after the continuum step
+    (traceable): :func:`~jaxpayne.forward.model_spectrum` then :func:`apply_continuum`.
+
+    Args:
+        fm: the forward model.
+        theta: (n_free,) free parameters, physical units, order ``fm.space.free_names``.
+        obs: the observation.
+        fixed: per-call values of fixed parameters (traced allowed).
+        settings: likelihood options (the emulator error and the inflation are used).
+        data: the prepared data (computed when not given).
+    """
     values = fm.space.unflatten(jnp.asarray(theta), fixed, dtype=fm.dtype_of(theta, obs))
     spectrum = model_spectrum(fm, values, obs, emulator_error=fm.uses_emulator_error(settings))
     if data is None:
@@ -275,14 +289,14 @@ def residuals(fm, theta, obs: Observation, fixed=None, settings: LikelihoodSetti
         settings: likelihood options.
         data: the prepared data (computed when not given).
     """
-    normalized = _normalized(fm, theta, obs, fixed, settings, data)
+    normalized = normalize(fm, theta, obs, fixed, settings, data)
     return whitened_residuals(normalized, settings.inflation)
 
 
 def loglike(fm, theta, obs: Observation, fixed=None, settings: LikelihoodSettings = DEFAULT_SETTINGS,
             data: PreparedData | None = None) -> jax.Array:
     """Log-likelihood ln L(obs | θ) of one spectrum (traceable); see :func:`gaussian_loglike`."""
-    normalized = _normalized(fm, theta, obs, fixed, settings, data)
+    normalized = normalize(fm, theta, obs, fixed, settings, data)
     return gaussian_loglike(normalized, settings.inflation, settings.marginalize)
 
 

@@ -47,7 +47,7 @@ from jaxpayne.forward.resample import bspline_prefilter
 from jaxpayne.forward.spectrum import model_spectrum as _model_spectrum
 from jaxpayne.forward.spectrum import usable_pixels
 
-__all__ = ["ContinuumSpec", "ForwardModel", "parse_continuum"]
+__all__ = ["ContinuumSpec", "ForwardModel", "forward_model_from_options", "parse_continuum"]
 
 #: Default largest |radial velocity| [km/s].
 DEFAULT_MAX_RV = 500.0
@@ -678,8 +678,29 @@ class ForwardModel:
                 f"n_segments={self.n_segments})")
 
 
+def forward_model_from_options(model: Any, *, rv: bool = True, vsini: bool = False, vmacro: bool = False,
+                               fixed: Mapping[str, float] | None = None, **options) -> ForwardModel:
+    """The forward model of the user-level options that ``fit``, ``sample`` and ``crlb`` share.
+
+    Args:
+        model: the emulator.
+        rv: a free radial velocity; False holds it at 0 (unless ``fixed`` gives another value).
+        vsini, vmacro: free rotational / macroturbulent broadening — unless the emulator has a
+            label of that name, which then does the job instead.
+        fixed: parameter name → value held fixed.
+        **options: the other :class:`ForwardModel` arguments (``resolution``, ``continuum``,
+            ``n_segments``, ``max_rv``, ...).
+    """
+    fixed = dict(fixed or {})
+    if not rv:
+        fixed.setdefault("rv", 0.0)
+    names = {n.lower() for n in model.label_names}
+    return ForwardModel(model, rotation=bool(vsini) and "vsini" not in names,
+                        macroturbulence=bool(vmacro) and "vmacro" not in names, fixed=fixed, **options)
+
+
 def _normalized_impl(fm, theta, obs, fixed, settings):
-    return _likelihood._normalized(fm, theta, obs, fixed, settings, None)
+    return _likelihood.normalize(fm, theta, obs, fixed, settings)
 
 
 def _model_flux_impl(fm, theta, obs, fixed):

@@ -31,6 +31,13 @@ import numpy as np
 __all__ = ["ParameterSpace"]
 
 
+def _bound_kinds(lo, hi):
+    """Masks (box, lower bound only, upper bound only) and finite stand-ins for the bounds."""
+    finite_lo, finite_hi = jnp.isfinite(lo), jnp.isfinite(hi)
+    return (finite_lo & finite_hi, finite_lo & ~finite_hi, finite_hi & ~finite_lo,
+            jnp.where(finite_lo, lo, 0.0), jnp.where(finite_hi, hi, 1.0))
+
+
 @dataclass(frozen=True, eq=False)
 class ParameterSpace:
     """Names, units, bounds, start values and the free/fixed split of a model's parameters.
@@ -257,39 +264,40 @@ class ParameterSpace:
         """
         theta = jnp.asarray(theta)
         lo, hi = self._free_bounds(theta)
-        both = jnp.isfinite(lo) & jnp.isfinite(hi)
-        safe_lo = jnp.where(jnp.isfinite(lo), lo, 0.0)
-        safe_hi = jnp.where(jnp.isfinite(hi), hi, 1.0)
+        both, lo_only, hi_only, safe_lo, safe_hi = _bound_kinds(lo, hi)
+        # Every branch gets an argument inside its own domain (the "double where"), so the
+        # branches jnp.where discards cannot put inf·0 = NaN into the gradient.
         span = jnp.where(both, safe_hi - safe_lo, 1.0)
-        unit = (theta - safe_lo) / span
+        unit = (jnp.where(both, theta, safe_lo + 0.5 * span) - safe_lo) / span
+        above = jnp.where(lo_only, theta, safe_lo + 1.0) - safe_lo
+        below = safe_hi - jnp.where(hi_only, theta, safe_hi - 1.0)
         return jnp.where(
             both, jnp.log(unit) - jnp.log1p(-unit),
-            jnp.where(jnp.isfinite(lo), jnp.log(theta - safe_lo),
-                      jnp.where(jnp.isfinite(hi), -jnp.log(safe_hi - theta), theta)),
+            jnp.where(lo_only, jnp.log(above), jnp.where(hi_only, -jnp.log(below), theta)),
         )
 
     def from_unconstrained(self, z):
         """Inverse of :meth:`to_unconstrained` (traceable)."""
         z = jnp.asarray(z)
         lo, hi = self._free_bounds(z)
-        both = jnp.isfinite(lo) & jnp.isfinite(hi)
-        safe_lo = jnp.where(jnp.isfinite(lo), lo, 0.0)
-        safe_hi = jnp.where(jnp.isfinite(hi), hi, 1.0)
+        both, lo_only, hi_only, safe_lo, safe_hi = _bound_kinds(lo, hi)
+        # Double where: exp(±z) of a discarded branch overflows for |z| ≳ 88 (float32) and its
+        # inf·0 would make the gradient NaN.
         return jnp.where(
             both, safe_lo + (safe_hi - safe_lo) * jax.nn.sigmoid(z),
-            jnp.where(jnp.isfinite(lo), safe_lo + jnp.exp(z),
-                      jnp.where(jnp.isfinite(hi), safe_hi - jnp.exp(-z), z)),
+            jnp.where(lo_only, safe_lo + jnp.exp(jnp.where(lo_only, z, 0.0)),
+                      jnp.where(hi_only, safe_hi - jnp.exp(-jnp.where(hi_only, z, 0.0)), z)),
         )
 
     def log_abs_det_jacobian(self, z):
         """ln|dθ/dz| of :meth:`from_unconstrained`, summed over the last axis (traceable)."""
         z = jnp.asarray(z)
         lo, hi = self._free_bounds(z)
-        both = jnp.isfinite(lo) & jnp.isfinite(hi)
-        span = jnp.where(both, hi - lo, 1.0)
+        both, lo_only, hi_only, safe_lo, safe_hi = _bound_kinds(lo, hi)
+        span = jnp.where(both, safe_hi - safe_lo, 1.0)
         terms = jnp.where(
             both, jnp.log(span) + jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z),
-            jnp.where(jnp.isfinite(lo), z, jnp.where(jnp.isfinite(hi), -z, 0.0)),
+            jnp.where(lo_only, z, jnp.where(hi_only, -z, 0.0)),
         )
         return jnp.sum(terms, axis=-1)
 
