@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 
-TRUTH = {"teff": 4900.0, "logg": 2.6, "feh": -0.2, "mg_fe": 0.1, "vmacro": 5.0, "rv": 3.0}
+#: A dwarf inside the binspec network's box (Teff 4200–7000 K, logg 4.0–5.0).
+TRUTH = {"teff": 5500.0, "logg": 4.4, "feh": -0.2, "mg_fe": 0.1, "vmacro": 5.0, "rv": 3.0}
 
 
 def main():

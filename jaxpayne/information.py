@@ -257,11 +257,17 @@ class Bounds(NamedTuple):
 
 
 def _theta(fm, theta) -> np.ndarray:
+    """The flat point, checked to lie inside the box (an emulator outside its training range
+    extrapolates: its bounds would be those of an artefact)."""
     if isinstance(theta, Mapping):
-        return fm.pack(theta)
+        theta = fm.pack(theta)
     theta = np.asarray(theta, np.float64).reshape(-1)
     if theta.shape != (fm.n_params,):
         raise ValueError(f"theta must have {fm.n_params} values for {fm.param_names}, got {theta.size}")
+    lower, upper = fm.space.free_lower, fm.space.free_upper
+    for j in np.flatnonzero(~((theta >= lower) & (theta <= upper))):
+        name = fm.param_names[j]
+        raise ValueError(f"{name} = {theta[j]:g} lies outside the model's box [{lower[j]:g}, {upper[j]:g}]")
     return theta
 
 

@@ -121,6 +121,8 @@ def test_what_a_spectrum_cannot_constrain_is_flagged(emulator, x64):
     zero = crlb(fm, {**TRUTH, "vsini": 0.0}, star(fm, truth={**TRUTH, "vsini": 0.0}), settings=NO_EMU)
     assert zero.status[4] == "no information" and np.isnan(zero.sigma[4]) and np.isinf(zero.sigma_raw[4])
     assert zero.status[:4] == ("ok",) * 4  # a zero column leaves the others' bounds alone
+    with pytest.raises(ValueError, match="logg = 7 lies outside the model's box"):
+        crlb(fm, {**TRUTH, "logg": 7.0}, star(fm))
     noisy = crlb(fm, TRUTH, star(fm, 0.05), settings=NO_EMU)
     assert noisy.status[0] == "unconstrained" and np.isnan(noisy.sigma[0]) and noisy.sigma_raw[0] > 3000
     # two labels that enter only through their sum: a degenerate direction
