@@ -87,6 +87,19 @@ def test_bound_algebra(emulator, x64):
     no_rv = {k: v for k, v in TRUTH.items() if k != "rv"}
     b_fixed = crlb(fixed_rv, no_rv, star(fixed_rv, 100.0, truth=no_rv), settings=NO_EMU)
     assert np.all(b_fixed.sigma[:3] <= b100.sigma[:3] * (1 + 1e-9))
+    # free continuum coefficients marginalised in F ≡ the continuum the likelihood fits itself
+    # (linear nuisance parameters: marginalising = projecting out)
+    profiled = forward(emulator, continuum="cheb:1")
+    free_cont = forward(emulator, continuum="cheb:1:free")
+    b_profiled = crlb(profiled, TRUTH, star(profiled, 100.0), settings=NO_EMU)
+    b_free_cont = crlb(free_cont, TRUTH, star(free_cont, 100.0), settings=NO_EMU)
+    assert b_free_cont.names[-2:] == ("cont_s0_c0", "cont_s0_c1")
+    np.testing.assert_allclose(b_free_cont.sigma[:5], b_profiled.sigma, rtol=1e-6)
+    # R as a nuisance parameter: named, and it can only widen the others' bounds
+    with_r = forward(emulator, fit_resolution=True, continuum="cheb:1")
+    b_r = crlb(with_r, TRUTH, star(with_r, 100.0), settings=NO_EMU)
+    assert b_r.names[-1] == "R" and set(b_r.status) == {"ok"}
+    assert np.all(b_r.sigma[:5] >= b_profiled.sigma * (1 - 1e-9))
     # information shares sum to one; |J̃|² is the marginal information
     shares = information_shares(b100)
     np.testing.assert_allclose(np.nansum(shares, axis=0), 1.0, rtol=1e-9)
