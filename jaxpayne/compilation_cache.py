@@ -26,7 +26,7 @@ CACHE_ENV = "JAXPAYNE_CACHE_DIR"
 #: Set to 0 / false / no / off to leave the cache off.
 OPT_OUT_ENV = "JAXPAYNE_COMPILATION_CACHE"
 #: Compiles shorter than this [s] are not worth a disk entry.
-MIN_COMPILE_SECONDS = 0.5
+MIN_COMPILE_SECONDS = 0.1
 
 
 def default_path() -> Path:
