@@ -237,6 +237,12 @@ class Model:
                 "validation     "
                 + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
             )
+            if "rms_edge" in summary:
+                lines.append(
+                    f"validation rms interior {summary['rms_interior']:.3g}, edges and corners "
+                    f"{summary['rms_edge']:.3g} ({summary.get('n_edge', 0)} of {summary.get('n_spectra', 0)} "
+                    "validation spectra within 10 % of a bound)"
+                )
         else:
             lines.append("validation     none stored")
         prov = self.provenance

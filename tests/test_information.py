@@ -253,7 +253,7 @@ def test_cli_crlb(tmp_path, capsys):
     labels = rng.uniform(0, 1, (300, 2))
     flux = 1 - (0.2 + 0.4 * labels[:, :1]) * np.exp(-0.5 * ((wave - 5004 - 2 * labels[:, 1:]) / 0.3) ** 2)
     grid = TrainingSet(wave, labels, flux, ("teff", "feh")).save(tmp_path / "grid.npz")
-    assert main(["train", str(grid), "--out", str(tmp_path / "m.h5"), "--epochs", "150", "--hidden", "16,16",
+    assert main(["train", str(grid), "--out", str(tmp_path / "m.h5"), "--epochs", "150", "--emulator", "mlp", "--hidden", "16,16",
                  "--quiet"]) == 0
     capsys.readouterr()
     out = tmp_path / "bounds.ecsv"

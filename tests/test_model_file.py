@@ -149,3 +149,21 @@ def test_l1_and_ivar_weighted_training():
     res = train_emulator(weighted, epochs=5, hidden=(8,), loss="l1", batch_size=16, progress=False)
     assert np.isfinite(res.model.validation["summary"]["rms"])
     assert np.all(np.isnan(res.model.validation["rms"][:5]))
+
+
+def test_validation_reports_interior_and_edges_separately():
+    from jaxpayne.training import edge_of_box, validation_errors
+
+    labels = np.array([[0.5, 0.5], [0.05, 0.5], [0.5, 0.97], [0.3, 0.6]])
+    edge = edge_of_box(labels, [0.0, 0.0], [1.0, 1.0])
+    np.testing.assert_array_equal(edge, [False, True, True, False])
+    flux = np.ones((4, 3))
+    predicted = flux + np.array([[0.001], [0.01], [0.01], [0.001]])
+    summary = validation_errors(predicted, flux, edge=edge)["summary"]
+    assert summary["rms_interior"] == pytest.approx(0.001) and summary["rms_edge"] == pytest.approx(0.01)
+    assert summary["n_edge"] == 2
+    # training stores both, and `jaxpayne info` (Model.describe) shows them
+    result = train_emulator(toy_set(64), epochs=3, hidden=(8,), batch_size=16, progress=False)
+    stored = result.model.validation["summary"]
+    assert {"rms_interior", "rms_edge", "n_edge"} <= set(stored)
+    assert "validation rms interior" in result.model.describe()

@@ -104,7 +104,7 @@ def test_cli_sample_with_prior(tmp_path, capsys):
     labels = rng.uniform(0, 1, (200, 2))
     flux = 1 - (0.2 + 0.4 * labels[:, :1]) * np.exp(-0.5 * ((wave - 5004 - 2 * labels[:, 1:]) / 0.4) ** 2)
     grid = TrainingSet(wave, labels, flux, ("teff", "feh")).save(tmp_path / "grid.npz")
-    assert main(["train", str(grid), "--out", str(tmp_path / "m.h5"), "--epochs", "200", "--hidden", "16,16",
+    assert main(["train", str(grid), "--out", str(tmp_path / "m.h5"), "--epochs", "200", "--emulator", "mlp", "--hidden", "16,16",
                  "--quiet"]) == 0
     from jaxpayne.model import load_model
 
