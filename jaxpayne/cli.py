@@ -60,7 +60,9 @@ def _add_train(sub):
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {RECOMMENDED.learning_rate:g} for resmlp, "
                    "1e-3 otherwise)")
     p.add_argument("--loss", choices=["l1", "l2"], default="l2", help="loss (default l2)")
-    p.add_argument("--patience", type=int, default=500, help="early-stopping patience in epochs (default 500; 0 = off)")
+    p.add_argument("--patience", type=int, default=RECOMMENDED.patience or 0,
+                   help="early-stopping patience in epochs (default 0 = off: under the cosine schedule the "
+                   "late epochs gain most)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--air", action="store_true", help="the grid's wavelengths are in air (default vacuum)")
