@@ -214,13 +214,20 @@ def _add_model_file_options(p):
     p.add_argument("--model-air", action="store_true", help="an npz --model's wavelengths are in air (default vacuum)")
 
 
+def _model_kwargs(args) -> dict:
+    """``forward_model_from_options`` arguments of :func:`_add_forward_options` (and ``--rv``),
+    less the resolution, which ``crlb`` may take from a set-up."""
+    return dict(
+        rv=args.rv, max_rv=args.max_rv, vsini=args.vsini, vmacro=args.vmacro, max_vsini=args.max_vsini,
+        max_vmacro=args.max_vmacro, limb_darkening=args.limb_darkening, continuum=args.continuum,
+        **({"n_segments": args.segments} if args.segments else {}),
+    )
+
+
 def _forward_kwargs(args) -> dict:
     """Fitter / Sampler keyword arguments from the shared options."""
     return dict(
-        rv=args.rv, max_rv=args.max_rv, vsini=args.vsini, vmacro=args.vmacro, max_vsini=args.max_vsini,
-        max_vmacro=args.max_vmacro, limb_darkening=args.limb_darkening, resolution=args.resolution,
-        continuum=args.continuum, templates=args.templates, restarts=args.restarts,
-        **({"n_segments": args.segments} if args.segments else {}),
+        **_model_kwargs(args), resolution=args.resolution, templates=args.templates, restarts=args.restarts,
         emulator_error=not args.no_emulator_error, inflation=args.inflate,
     )
 
@@ -510,9 +517,7 @@ def _crlb(args) -> int:
         point["rv"] = 0.0
     # the bound is local: a free rv needs only a small Doppler margin around the star's own
     max_rv = args.max_rv if args.max_rv is not None else abs(point.get("rv", 0.0)) + CRLB_RV_MARGIN
-    options = dict(rv=args.rv, max_rv=max_rv, vsini=args.vsini, vmacro=args.vmacro,
-                   max_vsini=args.max_vsini, max_vmacro=args.max_vmacro, limb_darkening=args.limb_darkening,
-                   continuum=args.continuum, n_segments=n_segments)
+    options = {**_model_kwargs(args), "max_rv": max_rv, "n_segments": n_segments}
     fm, covered = covering_model(model, wave, medium=medium, resolution=resolution,
                                  fit_resolution=args.fit_resolution, **options)
     fm.pack(point)  # unknown or fixed names: one error line before anything else is said

@@ -13,7 +13,8 @@ Payne's gradient spectra).
 Everything is a composition of the public pure functions: :func:`mock_observation` puts a
 noise-free model spectrum (:meth:`ForwardModel.model_flux`) on an instrument's pixels with the
 uncertainties of a given S/N; :func:`crlb` takes the Jacobian (:func:`~jaxpayne.forward.jacobian`)
-and the normalised inverse variance (:func:`~jaxpayne.forward.normalize`) at a point and returns
+and the normalised inverse variance (:func:`~jaxpayne.forward.normalize`), through their compiled
+:class:`~jaxpayne.forward.ForwardModel` methods, at a point and returns
 :class:`Bounds`; :func:`gradient_spectra` and :func:`information_shares` read the same Jacobian.
 :func:`crlb_vs_resolution` repeats it across resolving powers at a fixed exposure (S/N per Å).
 
@@ -318,17 +319,17 @@ def crlb(fm, theta, obs, *, fixed: Mapping[str, Any] | None = None, settings=Non
     """
     import jax.numpy as jnp
 
-    from jaxpayne.forward import DEFAULT_SETTINGS, jacobian, normalize
+    from jaxpayne.forward import DEFAULT_SETTINGS
 
     settings = DEFAULT_SETTINGS if settings is None else settings
     theta = _theta(fm, theta)
-    fm.check_observation(obs, _rv_range(fm, theta, fixed))
     dtype = jnp.asarray(obs.flux).dtype
     t = jnp.asarray(theta, dtype)
-    jac = np.asarray(_jit(jacobian)(fm, t, obs, fixed, settings), np.float64)
-    normalized = _jit(normalize)(fm, t, obs, fixed, settings)
-    valid = np.asarray(normalized.valid)
-    root = np.where(valid, np.sqrt(np.asarray(normalized.ivar, np.float64)), 0.0) / settings.inflation
+    # both check the observation's pixels against the model's range at this rv
+    jac = np.asarray(fm.jacobian(t, obs, fixed, settings), np.float64)
+    ivar = np.asarray(fm.normalized(t, obs, fixed=fixed, settings=settings)[2], np.float64)
+    valid = ivar > 0  # the pixels in the likelihood (ivar_norm is 0 exactly elsewhere)
+    root = np.sqrt(ivar) / settings.inflation
     fisher_like = jac.T @ jac
     fisher_prior = _prior_curvature(fm, prior, theta, fixed)
     fisher = fisher_like + fisher_prior
@@ -351,18 +352,6 @@ def crlb(fm, theta, obs, *, fixed: Mapping[str, Any] | None = None, settings=Non
     return Bounds(space.free_names, units, theta, sigma, sigma_raw, conditional, cov, correlation,
                   fisher, fisher_prior, tuple(status), lower, upper, jac, root,
                   np.asarray(obs.wavelength, np.float64), np.asarray(obs.segment), int(valid.sum()))
-
-
-_JITTED = {}
-
-
-def _jit(function):
-    """One compiled version per public function (settings static; the model a pytree)."""
-    import jax
-
-    if function not in _JITTED:
-        _JITTED[function] = jax.jit(function, static_argnums=(4,))
-    return _JITTED[function]
 
 
 def _rv_range(fm, theta, fixed):

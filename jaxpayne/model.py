@@ -232,10 +232,12 @@ class Model:
         for name, unit, lo, hi in zip(self.label_names, self.label_units, *self.bounds):
             lines.append(f"  {name:<12s} [{lo:12.5g}, {hi:12.5g}] {unit}")
         summary = self.validation.get("summary")
+        regions = ("rms_interior", "rms_edge", "n_edge")  # their own line below
         if summary:
             lines.append(
                 "validation     "
-                + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
+                + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()
+                            if k not in regions)
             )
             if "rms_edge" in summary:
                 lines.append(

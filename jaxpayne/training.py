@@ -171,7 +171,12 @@ def validation_errors(
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (pixels masked everywhere)
         mean_square, mean_noise = np.nanmean(diff**2, axis=0), np.nanmean(noise_var, axis=0)
-        total_square, total_noise = float(np.nanmean(diff**2)), float(np.nanmean(noise_var))
+
+        def overall(rows=slice(None)):
+            """rms over the given spectra: the excess over the noise, or raw."""
+            square, noise = float(np.nanmean(diff[rows] ** 2)), float(np.nanmean(noise_var[rows]))
+            return float(np.sqrt(max(0.0, square - noise) if subtract_noise else square))
+
         per_pixel = {
             "rms": np.sqrt(np.maximum(0.0, mean_square - mean_noise) if subtract_noise else mean_square),
             "rms_raw": np.sqrt(mean_square),
@@ -179,9 +184,9 @@ def validation_errors(
             "p99_abs": np.nanpercentile(diff, 99, axis=0),
         }
         summary = {
-            "rms": float(np.sqrt(max(0.0, total_square - total_noise) if subtract_noise else total_square)),
-            "rms_raw": float(np.sqrt(total_square)),
-            "noise_rms": float(np.sqrt(total_noise)),
+            "rms": overall(),
+            "rms_raw": float(np.sqrt(np.nanmean(diff**2))),
+            "noise_rms": float(np.sqrt(np.nanmean(noise_var))),
             "rms_kind": "excess_over_noise" if subtract_noise else "raw",
             "median_abs": float(np.nanmedian(diff)),
             "p99_abs": float(np.nanpercentile(diff, 99)),
@@ -191,11 +196,7 @@ def validation_errors(
         if edge is not None:
             edge = np.asarray(edge, bool).reshape(-1)
             for name, rows in (("interior", ~edge), ("edge", edge)):
-                if not np.any(rows):
-                    summary[f"rms_{name}"] = float("nan")
-                    continue
-                square, noise = float(np.nanmean(diff[rows] ** 2)), float(np.nanmean(noise_var[rows]))
-                summary[f"rms_{name}"] = float(np.sqrt(max(0.0, square - noise) if subtract_noise else square))
+                summary[f"rms_{name}"] = overall(rows) if np.any(rows) else float("nan")
             summary["n_edge"] = int(edge.sum())
     return {**{k: v.astype(np.float32) for k, v in per_pixel.items()}, "summary": summary}
 

@@ -664,6 +664,13 @@ class ForwardModel:
         settings = self._settings(settings, emulator_error, inflation, marginalize)
         return _jit_loglike(self, theta, obs, fixed, settings)
 
+    def jacobian(self, theta, obs: Observation, fixed=None, settings: LikelihoodSettings | None = None):
+        """Jacobian (n, n_params) of the whitened residuals at ``theta``; see
+        :func:`~jaxpayne.forward.jacobian`."""
+        theta = self._theta(theta)
+        self._check_if_concrete(obs, fixed, theta)
+        return _jit_jacobian(self, theta, obs, fixed, self._settings(settings, None, None, None))
+
     def fisher_matrix(self, theta, obs: Observation, fixed=None,
                       settings: LikelihoodSettings | None = None):
         """Fisher information matrix (n_params, n_params) at ``theta``; see
@@ -714,4 +721,5 @@ _jit_model_flux = jax.jit(_model_flux_impl)
 _jit_normalized = jax.jit(_normalized_impl, static_argnums=(4,))
 _jit_residuals = jax.jit(_likelihood.residuals, static_argnums=(4,))
 _jit_loglike = jax.jit(_likelihood.loglike, static_argnums=(4,))
+_jit_jacobian = jax.jit(_likelihood.jacobian, static_argnums=(4,))
 _jit_fisher = jax.jit(_likelihood.fisher_matrix, static_argnums=(4,))
