@@ -30,7 +30,7 @@ from jaxpayne.fitting.fitter import CLIPPED_FRACTION_LIMIT, EVEN_PARAMETERS, Fit
 from jaxpayne.forward.doppler import SPEED_OF_LIGHT
 
 __all__ = ["fit_spectra", "model_fingerprint", "pad_batch", "read_results", "result_columns", "run_setup",
-           "peek_spectrum", "spectrum_observation", "write_table"]
+           "peek_spectrum", "spectrum_observation", "write_table", "atomic_write"]
 
 #: Pixel counts are padded up to a multiple of this, so batches of similar spectra share one
 #: compiled program.
@@ -460,16 +460,34 @@ def write_table(table, path: str | os.PathLike) -> None:
 def _write_table(table, out_path: Path) -> None:
     """Write atomically and durably: a synced temporary file renamed over ``out_path``."""
     fmt = _FORMATS[out_path.suffix.lower()]
-    tmp = out_path.with_name(out_path.name + ".tmp" + out_path.suffix)
-    try:
-        table.write(tmp, format=fmt, overwrite=True)
-    except ImportError as err:
-        raise ValueError(f"{out_path}: cannot write {fmt} ({err}); install pyarrow or use .fits/.ecsv") from None
+
+    def write(tmp):
+        try:
+            table.write(tmp, format=fmt, overwrite=True)
+        except ImportError as err:
+            raise ValueError(f"{out_path}: cannot write {fmt} ({err}); install pyarrow or use .fits/.ecsv") from None
+
+    atomic_write(out_path, write, suffix=".tmp" + out_path.suffix)
+
+
+def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp") -> None:
+    """Write a file atomically and durably: ``write(tmp)`` fills a temporary file beside ``path``,
+    which is synced, renamed over ``path``, and (POSIX) the rename itself synced to disk.
+
+    Args:
+        path: the file to (re)place.
+        write: callable taking the temporary path and writing the whole file there.
+        suffix: appended to the name for the temporary file (keep the extension where the writer
+            reads the format from it).
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + suffix)
+    write(tmp)
     with open(tmp, "r+b") as fh:
         os.fsync(fh.fileno())
-    os.replace(tmp, out_path)
+    os.replace(tmp, path)
     if hasattr(os, "O_DIRECTORY"):  # POSIX: the rename itself reaches the disk
-        fd = os.open(out_path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:

@@ -20,7 +20,8 @@ from itertools import chain
 from pathlib import Path
 
 
-from jaxpayne.fitting.run import model_fingerprint, pad_batch, peek_spectrum, spectrum_observation, write_table
+from jaxpayne.fitting.run import (atomic_write, model_fingerprint, pad_batch, peek_spectrum, spectrum_observation,
+                                  write_table)
 from jaxpayne.sampling.sampler import Sampler
 from jaxpayne.sampling.summary import failed_summary_row, summarize, summary_table
 
@@ -81,7 +82,8 @@ def sample_spectra(model, spectra: Iterable, *, out, summary=None, resume: bool 
     if setup_file.exists():
         _check_setup(parts, json.loads(setup_file.read_text()), setup)
     else:
-        _atomic_write_text(setup_file, json.dumps(setup, sort_keys=True))
+        text = json.dumps(setup, sort_keys=True)
+        atomic_write(setup_file, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     if out.exists():  # a finished earlier run being extended: its stars become the first part
         _check_setup(out, _file_setup(out), setup)
         first_part = parts / "part-000000.nc"
@@ -130,10 +132,7 @@ def sample_spectra(model, spectra: Iterable, *, out, summary=None, resume: bool 
             "PRIOR": sampler.prior.describe(), "SAMPSETUP": json.dumps(setup, sort_keys=True)}
     table = summary_table(rows, names, meta)
     if idata is not None:
-        tmp = out.with_name(out.name + ".tmp.nc")
-        idata.to_netcdf(str(tmp))
-        _fsync(tmp)
-        os.replace(tmp, out)
+        atomic_write(out, lambda tmp: idata.to_netcdf(str(tmp)), suffix=".tmp.nc")
     if summary is not None:
         write_table(table, summary)
     shutil.rmtree(parts)
@@ -180,10 +179,7 @@ def _sample_chunk(sampler, chunk, path: Path, batch_size: int, progress: bool, l
                            log_likelihood=log_likelihood)
     if n < batch_size:
         idata = idata.isel(star=slice(0, n))
-    tmp = path.with_name(path.name + ".tmp")
-    idata.to_netcdf(str(tmp))
-    _fsync(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: idata.to_netcdf(str(tmp)))
 
 
 def _unique(ids, sources):
@@ -272,16 +268,4 @@ def _append_failure(path: Path, id_, source, message) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"id": id_, "source": source, "message": message}) + "\n")
         fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    _fsync(tmp)
-    os.replace(tmp, path)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
