@@ -6,7 +6,7 @@ Subcommands::
     jaxpayne train GRID --out MODEL    # train an emulator on a training set
     jaxpayne info MODEL                # labels, bounds, wavelengths, architecture, validation error
     jaxpayne convert NN.npz --format payne|binspec --labels A,B --wavelength W --out MODEL
-    jaxpayne fit --model MODEL SPECTRUM... --out TABLE
+    jaxpayne fit --model MODEL SPECTRUM... --out TABLE [--binary ratio|physical|tied --binary-networks DIR]
     jaxpayne sample --model MODEL SPECTRUM... --out POST.nc [--summary TABLE] [--prior FILE.py:NAME]
     jaxpayne crlb --model MODEL --labels NAME=VALUE,... --snr S [--resolution R] --out TABLE
 
@@ -268,25 +268,62 @@ def _add_fit(sub):
                    help="systematic error floors added in quadrature in the <name>_err_scaled columns, "
                    "e.g. teff=50,logg=0.1")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run: skip spectra already in --out")
+    p.add_argument("--binary", choices=["ratio", "physical", "tied"],
+                   help="fit a double-lined binary beside the single star: ratio = free flux ratio per segment; "
+                   "physical = light ratio from flux and radius networks; tied = also Teff2, logg2 from the mass "
+                   "ratio q (binspec). Columns teff_1, teff_2, rv_1, rv_2, q ..., chi2_single, delta_chi2, delta_bic")
+    p.add_argument("--binary-networks", metavar="DIR",
+                   help="folder with binspec's flux, radius and companion networks (NN_unnormalized_spectra.npz, "
+                   "NN_radius.npz, NN_Teff2_logg2.npz; needed by --binary physical|tied)")
+    p.add_argument("--rv-span", type=float, default=60.0,
+                   help="half-width of the binary's two-velocity pre-search around the single-star rv, km/s (default 60)")
     _add_model_file_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fit)
+
+
+def _binary_fitter(args, model, spectra):
+    """The :class:`~jaxpayne.fitting.binary.BinaryFitter` of ``fit --binary`` (segments from the
+    first spectrum unless given) and the spectra to fit."""
+    from jaxpayne.fitting.binary import BinaryFitter
+    from jaxpayne.fitting.run import peek_spectrum
+
+    options = _forward_kwargs(args)
+    if "n_segments" not in options:
+        first, spectra = peek_spectrum(spectra)
+        options["n_segments"] = first.n_segments if first is not None else 1
+    networks = None
+    if args.binary != "ratio":
+        if not args.binary_networks:
+            raise CLIError(f"--binary {args.binary} needs --binary-networks DIR (binspec's flux, radius and "
+                           "companion networks)")
+        from jaxpayne.payne_format import load_binspec_networks
+
+        networks = load_binspec_networks(args.binary_networks, model.label_names)
+    if not options.get("rv", True):
+        raise CLIError("--binary fits both stars' radial velocities: drop --no-rv")
+    return BinaryFitter(model, weights=args.binary, networks=networks, rv_span=args.rv_span, **options), spectra
 
 
 def _cmd_fit(args) -> int:
     from jaxpayne.fitting import fit_spectra
 
     model = _load_model_args(args, prefix="model_")
+    spectra = _first_spectra(args, "fit")
+    options = _forward_kwargs(args)
+    if args.binary:
+        fitter, spectra = _binary_fitter(args, model, spectra)
+        options = {"fitter": fitter}
     table = fit_spectra(
         model,
-        _first_spectra(args, "fit"),
+        spectra,
         out=args.out,
         resume=args.resume,
         batch_size=args.batch,
         progress=not args.quiet,
         error_floor=_parse_floor(args.error_floor),
         report=_report,
-        **_forward_kwargs(args),
+        **options,
     )
     n_bad = int(sum(1 for f in table["flags"] if f))
     print(f"wrote {len(table)} rows to {args.out} ({n_bad} flagged; flag bits in the table header)")

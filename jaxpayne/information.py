@@ -355,10 +355,13 @@ def crlb(fm, theta, obs, *, fixed: Mapping[str, Any] | None = None, settings=Non
 
 
 def _rv_range(fm, theta, fixed):
-    if "rv" in fm.param_names:
-        rv = float(theta[fm.space.index("rv")])
-    else:
-        rv = float((fixed or {}).get("rv", fm.fixed.get("rv", 0.0)))
+    """The velocities [km/s] the pixels must be modelled at: the point's rv (every component's,
+    for a composite model)."""
+    free = [n for n in fm.param_names if n == "rv" or (n.startswith("rv_") and n[3:].isdigit())]
+    if free:
+        velocities = [float(theta[fm.space.index(n)]) for n in free]
+        return (min(velocities), max(velocities))
+    rv = float((fixed or {}).get("rv", fm.fixed.get("rv", 0.0)))
     return (rv, rv)
 
 

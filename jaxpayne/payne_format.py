@@ -31,7 +31,17 @@ import numpy as np
 from jaxpayne.labels import LabelSpec
 from jaxpayne.model import Model, ModelFileError, register_format
 
-__all__ = ["detect_npz_format", "export_payne", "load_npz_network"]
+__all__ = ["BINSPEC_FILES", "detect_npz_format", "export_payne", "load_binspec_networks", "load_npz_network"]
+
+#: binspec's auxiliary networks and files in a folder laid out like its repository's
+#: ``neural_nets``/``other_data`` (and ``../shared/data/binspec_apogee``).
+BINSPEC_FILES = {
+    "flux": "NN_unnormalized_spectra.npz",
+    "radius": "NN_radius.npz",
+    "companion": "NN_Teff2_logg2.npz",
+    "continuum_pixels": "cannon_cont_pixels_apogee.npz",
+    "wavelength": "apogee_wavelength.npz",
+}
 
 #: Description of the npz networks in "not a model file" errors.
 _DESCRIPTION = "a Payne-format .npz"
@@ -132,6 +142,59 @@ def load_npz_network(
             f"{path}: network predicts {config['n_pixels']} pixels but the wavelength grid has {wave.size}"
         )
     return Model(kind, config, params, spec, wave, medium=medium, flux_kind=flux_kind, provenance=provenance)
+
+
+def load_binspec_networks(folder: str | os.PathLike, label_names, *, wavelength=None) -> dict:
+    """binspec's networks for binary models (El-Badry et al. 2018, MNRAS 476, 528) from a folder.
+
+    binspec orders labels [Teff, logg, [Fe/H], [Mg/Fe], ...]: the unnormalised-flux network takes
+    the first four, the radius network the first three, the companion network the first three and
+    the mass ratio q and predicts [Teff₂/1000, logg₂]. ``label_names`` are the spectral
+    emulator's names in that order (e.g. ``("teff", "logg", "feh", "mg_fe", "vmacro")``), so the
+    networks' inputs are named alike.
+
+    Args:
+        folder: the folder holding :data:`BINSPEC_FILES` (the continuum pixels are optional).
+        label_names: the spectral emulator's label names, binspec's order.
+        wavelength: the flux network's pixel wavelengths [Å] (default the folder's
+            ``apogee_wavelength.npz``).
+
+    Returns:
+        dict with ``flux`` (a :class:`Model` of 1e6·f_ν), ``radius`` (R_sun), ``companion``
+        (a :class:`~jaxpayne.forward.CompanionEmulator`) and ``continuum_pixels`` ((n,) bool or
+        None): the keyword arguments of :class:`~jaxpayne.forward.CompositeModel`.
+
+    Raises:
+        ModelFileError: for a missing or foreign file.
+    """
+    from jaxpayne.forward.composite import CompanionEmulator
+
+    folder = Path(folder)
+    names = [n.strip() for n in label_names.split(",")] if isinstance(label_names, str) else list(label_names)
+    if len(names) < 4:
+        raise ModelFileError(f"{folder}: binspec's networks need ≥ 4 labels (Teff, logg, [Fe/H], [Mg/Fe]); "
+                             f"got {names}")
+
+    def need(key):
+        path = folder / BINSPEC_FILES[key]
+        if not path.is_file():
+            raise ModelFileError(f"{path}: binspec network file not found")
+        return path
+
+    wave = wavelength if wavelength is not None else need("wavelength")
+    flux = load_npz_network(need("flux"), "binspec", label_names=names[:4], wavelength=wave,
+                            flux_kind="unnormalized")
+    radius = load_npz_network(need("radius"), "payne", label_names=names[:3], wavelength=[1.0],
+                              activation="sigmoid", flux_kind="radius", units=["K", "dex", "dex"][:3])
+    network = load_npz_network(need("companion"), "payne", label_names=names[:3] + ["q"],
+                               wavelength=[1.0, 2.0], activation="sigmoid", flux_kind="labels")
+    companion = CompanionEmulator(network, outputs=(names[0], names[1]), scales=(1000.0, 1.0))
+    pixels = None
+    path = folder / BINSPEC_FILES["continuum_pixels"]
+    if path.is_file():
+        with _open_npz(path) as data:
+            pixels = np.asarray(data[data.files[0]], bool).reshape(-1)
+    return {"flux": flux, "radius": radius, "companion": companion, "continuum_pixels": pixels}
 
 
 def _binspec_params(path, arrays, n_labels, activation):

@@ -55,6 +55,12 @@ def need_data():
     return _need_data
 
 
+@pytest.fixture(scope="module")
+def need_data_module():
+    """:func:`need_data` for module-scoped fixtures."""
+    return _need_data
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     np.random.seed(0)

@@ -96,10 +96,10 @@ def test_bad_spectrum_never_spoils_batch(emulator, tmp_path):
 
 def test_covariance_flags_degenerate_parameter():
     """A label the spectrum does not depend on gives a singular Fisher matrix: flagged, not NaN."""
-    from jaxpayne.fitting.fitter import _invert_fisher
+    from jaxpayne.fitting.fitter import invert_fisher
 
     fisher = np.array([[[4.0, 0.0], [0.0, 0.0]], [[4.0, 1.0], [1.0, 1.0]]])
-    cov, singular = _invert_fisher(fisher, np.array([1.0, 1.0]))
+    cov, singular = invert_fisher(fisher, np.array([1.0, 1.0]))
     assert singular.tolist() == [True, False]
     assert np.all(np.isfinite(cov))
     np.testing.assert_allclose(cov[1], np.linalg.inv(fisher[1]))
@@ -187,13 +187,13 @@ def test_lm_nan_cost_is_not_converged():
 
 def test_degenerate_label_flagged_singular_in_float32():
     """A label the spectrum ignores: JᵀJ is formed in float64, so the singular direction is seen."""
-    from jaxpayne.fitting.fitter import _invert_fisher
+    from jaxpayne.fitting.fitter import invert_fisher
 
     rng = np.random.default_rng(0)
     jac = rng.normal(size=(8000, 4)).astype(np.float32)
     jac[:, 3] = 0.0
     fisher = np.einsum("pi,pj->ij", jac.astype(np.float64), jac.astype(np.float64))[None]
-    _, singular = _invert_fisher(fisher, np.ones(4))
+    _, singular = invert_fisher(fisher, np.ones(4))
     assert singular[0]
 
 

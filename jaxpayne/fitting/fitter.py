@@ -34,7 +34,7 @@ from jaxpayne.fitting.lm import LMOptions, levenberg_marquardt
 from jaxpayne.fitting.presearch import build_library, library_size, presearch
 from jaxpayne.forward.likelihood import DEFAULT_SETTINGS, LikelihoodSettings
 
-__all__ = ["Flags", "Fitter", "BatchFit"]
+__all__ = ["Flags", "Fitter", "BatchFit", "invert_fisher", "marginal_terms", "quality_flags"]
 
 #: Reciprocal condition number below which a Fisher matrix counts as singular.
 SINGULAR_RCOND = 1e-10
@@ -124,6 +124,8 @@ class BatchFit(NamedTuple):
             velocities (beyond those an observation already masked).
         upper_limits: name → (B,) 95 % upper limit of each free even broadening parameter
             (NaN where it was detected).
+        extra: name → (B,) further per-spectrum columns of the results table (e.g. a binary
+            fit's single-star comparison), or None.
     """
 
     theta: np.ndarray
@@ -136,6 +138,7 @@ class BatchFit(NamedTuple):
     flags: np.ndarray
     n_clipped: np.ndarray
     upper_limits: dict
+    extra: dict | None = None
 
 
 class Fitter:
@@ -371,8 +374,6 @@ class Fitter:
         import jax
         import jax.numpy as jnp
 
-        from jaxpayne.forward import chebyshev_design
-
         fm = self.forward
         dtype = obs.flux.dtype
         theta = final.x * jnp.asarray(self._scale, dtype) + jnp.asarray(self._offset, dtype)
@@ -381,14 +382,7 @@ class Fitter:
         fisher = jnp.matmul(jac.T, jac, precision=jax.lax.Precision.HIGHEST)
         used = data.used
         n_pixels = jnp.sum(used)
-        cont = fm.continuum
-        if cont.kind == "cheb" and not cont.free:
-            # marginalised continuum terms: columns of the design matrix that touch a used pixel
-            design = chebyshev_design(data.wavelength, data.segment, data.ivar, n_segments=fm.n_segments,
-                                      degree=cont.degree)
-            n_marginal = jnp.sum(jnp.any((design != 0) & used[:, None], axis=0))
-        else:
-            n_marginal = jnp.zeros((), jnp.int32)
+        n_marginal = marginal_terms(fm, data)
         # JᵀJ in the working precision; where it looks ill-conditioned the host forms it again in
         # float64 from the Jacobian (float32 rounding in the product can hide a singular direction)
         return (theta, jac, fisher, final.cost, n_pixels, n_marginal, final.n_iter + n_explore,
@@ -483,32 +477,14 @@ class Fitter:
             rows = np.asarray(jac[b], np.float64)
             fisher[b] = rows.T @ rows
         undetected = self._undetected(theta, fisher)
-        cov, singular = _invert_fisher(fisher, self._scale, working=True, exclude=undetected)
+        cov, singular = invert_fisher(fisher, self._scale, working=True, exclude=undetected)
         upper_limits = self._upper_limits(observations, fixed, theta, window, undetected)
         dof = n_pix.astype(np.int64) - n_par - n_marginal.astype(np.int64)
-        finite = np.isfinite(cost) & np.all(np.isfinite(theta), axis=1)
-        converged = converged.astype(bool) & finite
-        flags = np.zeros(theta.shape[0], np.int64)
-        flags |= np.where(~converged, int(Flags.NOT_CONVERGED), 0)
-        flags |= np.where(~finite, int(Flags.FAILED), 0)
-        flags |= np.where(singular, int(Flags.COV_SINGULAR), 0)
-        flags |= np.where(np.any(undetected, axis=1), int(Flags.UPPER_LIMIT), 0)
-        fm = self.forward
-        label_cols = [i for i, n in enumerate(fm.param_names) if n in fm.label_names]
-        lo, hi = fm.lower[label_cols], fm.upper[label_cols]
-        tol = BOUND_TOLERANCE * (hi - lo)
-        on_bound = np.any((theta[:, label_cols] <= lo + tol) | (theta[:, label_cols] >= hi - tol), axis=1)
-        flags |= np.where(on_bound, int(Flags.AT_BOUND), 0)
-        if self._rv_index is not None:
-            rv = theta[:, self._rv_index]
-            span = np.abs(window[:, 1] - window[:, 0]) + 1e-9
-            at_edge = (rv <= window[:, 0] + 1e-4 * span) | (rv >= window[:, 1] - 1e-4 * span)
-            limit = fm.upper[self._rv_index]
-            flags |= np.where((np.abs(rv) >= limit * (1 - 1e-4)) | at_edge, int(Flags.RV_AT_LIMIT), 0)
         chi2 = cost.astype(np.float64) * self.inflation**2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            red = np.where(dof > 0, chi2 / np.maximum(dof, 1), np.nan)
-        flags |= np.where(red > HIGH_CHI2_LIMIT, int(Flags.HIGH_CHI2), 0)
+        rv_windows = {} if self._rv_index is None else {"rv": window}
+        flags, converged = quality_flags(self.space, self.forward.label_names, theta, chi2, dof, converged,
+                                         singular, rv_windows)
+        flags |= np.where(np.any(undetected, axis=1), int(Flags.UPPER_LIMIT), 0)
         few = n_pix < MIN_PIXELS_PER_PARAMETER * n_par
         flags = np.where(few, int(Flags.FEW_PIXELS), flags)
         theta[few] = np.nan
@@ -517,7 +493,7 @@ class Fitter:
         for values in upper_limits.values():
             values[few] = np.nan
         return BatchFit(theta, cov, chi2, n_pix.astype(np.int64), dof, n_iter.astype(np.int64),
-                        converged.astype(bool) & ~few, flags, n_edge.astype(np.int64), upper_limits)
+                        converged & ~few, flags, n_edge.astype(np.int64), upper_limits)
 
     def batch_fixed(self, fixed, batch: int) -> dict:
         """Per-spectrum fixed values as checked (B,) arrays (only names the forward model holds
@@ -568,6 +544,66 @@ class Fitter:
         return limits
 
 
+def marginal_terms(fm, data):
+    """Number of continuum coefficients the likelihood marginalises for one prepared spectrum
+    (traceable): for ``cheb:N``, the design-matrix columns that touch a used pixel; else 0. They
+    count against the degrees of freedom like fitted parameters."""
+    import jax.numpy as jnp
+
+    from jaxpayne.forward import chebyshev_design
+
+    cont = fm.continuum
+    if cont.kind != "cheb" or cont.free:
+        return jnp.zeros((), jnp.int32)
+    design = chebyshev_design(data.wavelength, data.segment, data.ivar, n_segments=fm.n_segments,
+                              degree=cont.degree)
+    return jnp.sum(jnp.any((design != 0) & data.used[:, None], axis=0))
+
+
+def quality_flags(space, label_names, theta, chi2, dof, converged, singular,
+                  rv_windows: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The :class:`Flags` of a batch of fits (host side), shared by every fitter.
+
+    Args:
+        space: the parameter space (its free names and bounds).
+        label_names: names of the emulator-label parameters (AT_BOUND is checked on them).
+        theta: (B, n) best fits.
+        chi2: (B,) χ² (NaN/inf for a failed fit).
+        dof: (B,) degrees of freedom.
+        converged: (B,) whether the optimiser converged.
+        singular: (B,) whether the Fisher matrix was singular.
+        rv_windows: velocity parameter name → (B, 2) window its fit was confined to (RV_AT_LIMIT
+            at an edge of it or at the bound of the space).
+
+    Returns:
+        (flags (B,) int64, converged (B,) bool — False also for non-finite fits).
+    """
+    names = space.free_names
+    finite = np.isfinite(chi2) & np.all(np.isfinite(theta), axis=1)
+    converged = np.asarray(converged).astype(bool) & finite
+    flags = np.zeros(theta.shape[0], np.int64)
+    flags |= np.where(~converged, int(Flags.NOT_CONVERGED), 0)
+    flags |= np.where(~finite, int(Flags.FAILED), 0)
+    flags |= np.where(singular, int(Flags.COV_SINGULAR), 0)
+    lower, upper = space.free_lower, space.free_upper
+    cols = [i for i, n in enumerate(names) if n in label_names]
+    if cols:
+        lo, hi = lower[cols], upper[cols]
+        tol = BOUND_TOLERANCE * (hi - lo)
+        on_bound = np.any((theta[:, cols] <= lo + tol) | (theta[:, cols] >= hi - tol), axis=1)
+        flags |= np.where(on_bound, int(Flags.AT_BOUND), 0)
+    for name, window in (rv_windows or {}).items():
+        j = names.index(name)
+        rv = theta[:, j]
+        span = np.abs(window[:, 1] - window[:, 0]) + 1e-9
+        at_edge = (rv <= window[:, 0] + 1e-4 * span) | (rv >= window[:, 1] - 1e-4 * span)
+        flags |= np.where((np.abs(rv) >= upper[j] * (1 - 1e-4)) | at_edge, int(Flags.RV_AT_LIMIT), 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        red = np.where(dof > 0, chi2 / np.maximum(dof, 1), np.nan)
+    flags |= np.where(red > HIGH_CHI2_LIMIT, int(Flags.HIGH_CHI2), 0)
+    return flags, converged
+
+
 def _padded_pick(todo: np.ndarray) -> np.ndarray:
     """Indices ``todo`` padded (by repeating the first) to a power of two: few compiled shapes."""
     size = 1 << int(np.ceil(np.log2(todo.size)))
@@ -589,7 +625,7 @@ def _crossing(values: np.ndarray, delta: np.ndarray, level: float) -> float:
     return float(values[k - 1] + t * (values[k] - values[k - 1]))
 
 
-def _invert_fisher(fisher: np.ndarray, scale: np.ndarray, working: bool = False,
+def invert_fisher(fisher: np.ndarray, scale: np.ndarray, working: bool = False,
                    exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Laplace covariance (physical units) from Fisher matrices (B, n, n), inverted in unit-scaled
     coordinates (θ = offset + scale·u).

@@ -45,7 +45,7 @@ RV_DEFINITION = ("relativistic radial velocity v [km/s], > 0 receding: lambda_ob
 SETTINGS_KEY = "FITSETUP"
 
 
-def result_columns(param_names: Sequence[str]) -> list[str]:
+def result_columns(param_names: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
     """Column names of a results table, in order.
 
     Per parameter: the value, its formal (Laplace) error ``<name>_err`` and ``<name>_err_scaled``,
@@ -53,12 +53,15 @@ def result_columns(param_names: Sequence[str]) -> list[str]:
     for vsini and vmacro also ``<name>_upper`` (95 % upper limit where not detected). Then the
     velocity frame: ``rv_frame`` (frame of the input wavelengths), ``bc`` (barycentric correction
     from the header [km/s]) and ``rv_bary`` (rv in the barycentric frame where it can be formed).
+    ``extra`` are further columns of the fitter (``fitter.extra_columns``; e.g. a binary fit's
+    single-star comparison), after the parameters.
     """
     cols = ["id", "source"]
     for name in param_names:
         cols += [name, f"{name}_err", f"{name}_err_scaled"]
         if name in EVEN_PARAMETERS:
             cols.append(f"{name}_upper")
+    cols += list(extra)
     return cols + ["rv_frame", "bc", "rv_bary", "chi2", "dof", "chi2_red", "n_pixels", "n_clipped",
                    "converged", "n_iter", "flags", "message", "covariance"]
 
@@ -144,16 +147,17 @@ def fit_spectra(
             fitter_options["n_segments"] = first.n_segments if first is not None else 1
         fitter = Fitter(model, **fitter_options)
     names = fitter.param_names
+    extra = tuple(getattr(fitter, "extra_columns", ()))
     floor = dict(error_floor or {})
     unknown = sorted(set(floor) - set(names))
     if unknown:
         raise ValueError(f"error floor for unknown parameter(s) {unknown}; fitted: {list(names)}")
     setup = run_setup(model, fitter, floor)
-    rows = _previous_rows(out_path, journal, names, setup) if resume and out_path is not None else {}
+    rows = _previous_rows(out_path, journal, names, setup, extra) if resume and out_path is not None else {}
     done = {key for key, row in rows.items() if not _retryable(row)}
     if journal is not None and not journal.exists():
         _write_journal_header(journal, setup)
-    context = _RunContext(names, floor, report)
+    context = _RunContext(names, floor, report, extra)
 
     batch_size = max(1, int(batch_size))
     bar = tqdm(total=total, unit="spectra", desc="fitting", disable=not progress, leave=False)
@@ -165,14 +169,14 @@ def fit_spectra(
                 n_batch = n_fit if last else batch_size  # fixed from the first fitted batch on
             _commit(_chunk_rows(fitter, context, chunk, n_batch), rows, journal)
             if out_path is not None and not last and time.monotonic() - written >= table_every:
-                _write_table(_table(rows.values(), names, fitter, setup), out_path)
+                _write_table(_table(rows.values(), names, fitter, setup, extra), out_path)
                 written = time.monotonic()
             n_fitted += n_fit
             bar.update(len(chunk))
             bar.set_postfix(spectra_per_s=f"{n_fitted / (time.perf_counter() - t0):.2f}")
     finally:
         bar.close()
-    table = _table(rows.values(), names, fitter, setup)
+    table = _table(rows.values(), names, fitter, setup, extra)
     if out_path is not None:
         # the table on disk must hold every row (also those only in the journal) before the
         # journal goes
@@ -183,15 +187,16 @@ def fit_spectra(
 
 
 class _RunContext:
-    """What row building needs: the parameter names, error floors and the failure reporter."""
+    """What row building needs: the parameter names, error floors, the failure reporter and the
+    fitter's extra columns."""
 
-    def __init__(self, names, floor, report):
-        self.names, self.floor, self.report = tuple(names), dict(floor), report
+    def __init__(self, names, floor, report, extra=()):
+        self.names, self.floor, self.report, self.extra = tuple(names), dict(floor), report, tuple(extra)
 
     def failed(self, id_, source, message) -> dict:
         if self.report is not None:
             self.report(source, message)
-        return _failed_row(self.names, id_, source, message)
+        return _failed_row(self.names, id_, source, message, self.extra)
 
 
 def model_fingerprint(model) -> dict:
@@ -372,6 +377,8 @@ def _result_row(context: _RunContext, id_, source, extra, result, i) -> dict:
         row[f"{name}_err_scaled"] = float(math.hypot(err[j] * inflate, context.floor.get(name, 0.0)))
         if name in EVEN_PARAMETERS:
             row[f"{name}_upper"] = float(result.upper_limits.get(name, np.full(i + 1, np.nan))[i])
+    for name in context.extra:
+        row[name] = float(result.extra[name][i])
     n_clipped = int(extra["n_masked"]) + int(result.n_clipped[i])
     flags = int(result.flags[i])
     note = ""
@@ -404,12 +411,14 @@ def _describe_flags(flags: int) -> str:
     return ",".join(f.name for f in Flags if flags & f)
 
 
-def _failed_row(names, id_, source, message) -> dict:
+def _failed_row(names, id_, source, message, extra=()) -> dict:
     row: dict[str, Any] = {"id": id_, "source": source}
     for name in names:
         row[name] = row[f"{name}_err"] = row[f"{name}_err_scaled"] = float("nan")
         if name in EVEN_PARAMETERS:
             row[f"{name}_upper"] = float("nan")
+    for name in extra:
+        row[name] = float("nan")
     n = len(names)
     row.update(rv_frame="unknown", bc=float("nan"), rv_bary=float("nan"),
                chi2=float("nan"), dof=0, chi2_red=float("nan"), n_pixels=0, n_clipped=0, converged=False, n_iter=0,
@@ -494,11 +503,11 @@ def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp") -> None:
             os.close(fd)
 
 
-def _table(rows, names, fitter, setup):
+def _table(rows, names, fitter, setup, extra=()):
     from astropy.table import Table
 
     rows = list(rows)
-    cols = result_columns(names)
+    cols = result_columns(names, extra)
     n = len(names)
     data = {c: [r[c] for r in rows] for c in cols}
     if not rows:
@@ -513,6 +522,9 @@ def _table(rows, names, fitter, setup):
     model = fitter.model
     units = dict(zip(getattr(model, "label_names", ()), getattr(model, "label_units", ())))
     units.update(rv="km/s", vsini="km/s", vmacro="km/s")
+    space = getattr(fitter, "space", None)
+    if space is not None:
+        units.update({n: u for n, u in zip(space.names, space.units) if u})
     for name in names:
         unit = units.get(name)
         if unit and unit != "dex":
@@ -530,7 +542,7 @@ def _table(rows, names, fitter, setup):
     return table
 
 
-def _previous_rows(out_path: Path, journal: Path, names, setup: dict) -> dict[tuple[str, str], dict]:
+def _previous_rows(out_path: Path, journal: Path, names, setup: dict, extra=()) -> dict[tuple[str, str], dict]:
     """The rows of an earlier run: the table, then the journal on top (a later row wins).
 
     Raises:
@@ -552,7 +564,7 @@ def _previous_rows(out_path: Path, journal: Path, names, setup: dict) -> dict[tu
                     _check_setup(journal, row["__setup__"], setup)
                     continue
                 _add(rows, row)
-    cols = set(result_columns(names))
+    cols = set(result_columns(names, extra))
     for row in rows.values():
         if set(row) != cols:
             raise ValueError(

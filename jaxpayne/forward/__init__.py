@@ -40,6 +40,12 @@ from jaxpayne.forward.continuum import (
     chebyshev_design,
     smooth_continuum,
 )
+from jaxpayne.forward.composite import (
+    CompanionEmulator,
+    CompositeModel,
+    composite_spectrum,
+    flux_continuum,
+)
 from jaxpayne.forward.doppler import (
     SPEED_OF_LIGHT,
     doppler_factor,
@@ -86,6 +92,8 @@ __all__ = [
     "DEFAULT_SETTINGS",
     "FWHM_TO_SIGMA",
     "SPEED_OF_LIGHT",
+    "CompanionEmulator",
+    "CompositeModel",
     "ContinuumFit",
     "ContinuumSpec",
     "ForwardModel",
@@ -115,6 +123,8 @@ __all__ = [
     "broaden",
     "chebyshev_continuum",
     "chebyshev_design",
+    "composite_spectrum",
+    "flux_continuum",
     "convert_medium",
     "doppler_factor",
     "doppler_log_shift",

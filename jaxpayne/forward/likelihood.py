@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from jaxpayne.forward.continuum import chebyshev_continuum, chebyshev_design, smooth_continuum
 from jaxpayne.forward.observation import Observation
-from jaxpayne.forward.spectrum import ModelSpectrum, model_spectrum
+from jaxpayne.forward.spectrum import ModelSpectrum
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -260,10 +260,12 @@ def gaussian_loglike(normalized: Normalized, inflation=1.0, marginalize: bool = 
 def normalize(fm, theta, obs: Observation, fixed=None, settings: LikelihoodSettings = DEFAULT_SETTINGS,
               data: PreparedData | None = None) -> Normalized:
     """Model and data of one spectrum at free parameters ``theta`` after the continuum step
-    (traceable): :func:`~jaxpayne.forward.model_spectrum` then :func:`apply_continuum`.
+    (traceable): the model's spectrum (``fm.spectrum``: :func:`~jaxpayne.forward.model_spectrum`
+    for a :class:`~jaxpayne.forward.ForwardModel`, the flux-weighted sum of its components for a
+    :class:`~jaxpayne.forward.CompositeModel`) then :func:`apply_continuum`.
 
     Args:
-        fm: the forward model.
+        fm: the forward model (a ForwardModel or a CompositeModel).
         theta: (n_free,) free parameters, physical units, order ``fm.space.free_names``.
         obs: the observation.
         fixed: per-call values of fixed parameters (traced allowed).
@@ -271,7 +273,7 @@ def normalize(fm, theta, obs: Observation, fixed=None, settings: LikelihoodSetti
         data: the prepared data (computed when not given).
     """
     values = fm.space.unflatten(jnp.asarray(theta), fixed, dtype=fm.dtype_of(theta, obs))
-    spectrum = model_spectrum(fm, values, obs, emulator_error=fm.uses_emulator_error(settings))
+    spectrum = fm.spectrum(values, obs, emulator_error=fm.uses_emulator_error(settings))
     if data is None:
         data = prepare_data(fm, obs, spectrum.flux.dtype)
     return apply_continuum(fm, spectrum, data, values, settings.inflation)

@@ -594,6 +594,12 @@ class ForwardModel:
         values = self.space.unflatten(theta, fixed, dtype=self.dtype_of(theta, obs))
         return _model_spectrum(self, values, obs, emulator_error=emulator_error)
 
+    def spectrum(self, values: Mapping[str, Any], obs: Observation, *, emulator_error: bool = False):
+        """:func:`~jaxpayne.forward.model_spectrum` at named parameter values (traceable): the
+        hook through which the likelihood evaluates any model (a
+        :class:`~jaxpayne.forward.CompositeModel` sums its components here)."""
+        return _model_spectrum(self, values, obs, emulator_error=emulator_error)
+
     def prepare(self, obs: Observation, dtype=None) -> _likelihood.PreparedData:
         """:func:`~jaxpayne.forward.prepare_data` of an observation (traceable)."""
         return _likelihood.prepare_data(self, obs, dtype)
