@@ -338,25 +338,23 @@ class BinaryFitter:
     def _q_floor(self, theta_single: np.ndarray) -> np.ndarray:
         """(B,) smallest q whose predicted companion Teff lies inside the emulator's box for a
         primary :data:`Q_FLOOR_TEFF_MARGIN` hotter than the single-star fit."""
-        import jax.numpy as jnp
-
         cm = self.forward
         grid = np.linspace(*self.forward.q_bounds, 161)
         name = cm.derived[0] if cm.derived and cm.derived[0].lower() == "teff" else None
         if name is None:
             return np.full(theta_single.shape[0], self.forward.q_bounds[0])
         floor = cm.base.space.bounds_of(name)[0]
-        out = np.empty(theta_single.shape[0])
-        for b, theta in enumerate(theta_single):
+        inputs = cm.companion.model.label_names
+        rows = []
+        for theta in theta_single:
             values = {**self.single.space.fixed, **dict(zip(self.single.param_names, theta))}
             # the hottest primary the fit may reach: a blend's single-star Teff is too cool
             values[name] = values[name] + Q_FLOOR_TEFF_MARGIN
-            primary = {n: jnp.asarray(values[n], jnp.float32) for n in cm.companion.model.label_names if n != "q"}
-            labels = np.stack([np.broadcast_to(np.float32(primary[n]) if n != "q" else grid, grid.shape)
-                               for n in cm.companion.model.label_names], axis=1)
-            teff2 = np.asarray(cm.companion.model.predict(labels), np.float64)[:, 0] * cm.companion.scales[0]
-            ok = teff2 >= floor
-            out[b] = grid[np.argmax(ok)] if ok.any() else grid[-1]
+            rows.append(np.stack([grid if n == "q" else np.full(grid.shape, values[n]) for n in inputs], axis=1))
+        labels = np.concatenate(rows).astype(np.float32)  # every star's q grid in one call
+        teff2 = np.asarray(cm.companion.model.predict(labels), np.float64)[:, 0] * cm.companion.scales[0]
+        ok = teff2.reshape(theta_single.shape[0], grid.size) >= floor
+        out = np.where(ok.any(axis=1), grid[np.argmax(ok, axis=1)], grid[-1])
         return np.maximum(out, self.forward.q_bounds[0])
 
     def _start(self, theta_single: np.ndarray, rv1: float, rv2: float, mix: float) -> np.ndarray:
