@@ -7,7 +7,7 @@ Subcommands::
     jaxpayne info MODEL                # labels, bounds, wavelengths, architecture, validation error
     jaxpayne convert NN.npz --format payne|binspec --labels A,B --wavelength W --out MODEL
     jaxpayne fit --model MODEL SPECTRUM... --out TABLE [--binary ratio|physical|tied --binary-networks DIR]
-    jaxpayne sample --model MODEL SPECTRUM... --out POST.nc [--summary TABLE] [--prior FILE.py:NAME]
+    jaxpayne sample --model MODEL SPECTRUM... --out POST.nc [--summary TABLE] [--prior FILE.py:NAME] [--binary ...]
     jaxpayne crlb --model MODEL --labels NAME=VALUE,... --snr S [--resolution R] --out TABLE
 
 Errors in the input are reported as one line ``jaxpayne: error: <file>: <problem>`` with exit
@@ -268,18 +268,22 @@ def _add_fit(sub):
                    help="systematic error floors added in quadrature in the <name>_err_scaled columns, "
                    "e.g. teff=50,logg=0.1")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run: skip spectra already in --out")
+    _add_binary_options(p, "fit a double-lined binary beside the single star", "Columns teff_1, teff_2, rv_1, "
+                        "rv_2, q ..., chi2_single, delta_chi2, delta_bic")
+    _add_model_file_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_fit)
+
+
+def _add_binary_options(p, what: str, output: str):
     p.add_argument("--binary", choices=["ratio", "physical", "tied"],
-                   help="fit a double-lined binary beside the single star: ratio = free flux ratio per segment; "
-                   "physical = light ratio from flux and radius networks; tied = also Teff2, logg2 from the mass "
-                   "ratio q (binspec). Columns teff_1, teff_2, rv_1, rv_2, q ..., chi2_single, delta_chi2, delta_bic")
+                   help=f"{what}: ratio = free flux ratio per segment; physical = light ratio from flux and radius "
+                   f"networks; tied = also Teff2, logg2 from the mass ratio q (binspec). {output}")
     p.add_argument("--binary-networks", metavar="DIR",
                    help="folder with binspec's flux, radius and companion networks (NN_unnormalized_spectra.npz, "
                    "NN_radius.npz, NN_Teff2_logg2.npz; needed by --binary physical|tied)")
     p.add_argument("--rv-span", type=float, default=60.0,
                    help="half-width of the binary's two-velocity pre-search around the single-star rv, km/s (default 60)")
-    _add_model_file_options(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_fit)
 
 
 def _binary_fitter(args, model, spectra):
@@ -364,6 +368,8 @@ def _add_sample(sub):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch", type=int, default=16, help="spectra per compiled call (default 16)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run: keep the stars already sampled")
+    _add_binary_options(p, "sample a double-lined binary, started from its binary fit",
+                        "Variables teff_1, rv_1, rv_2, q ... and the derived teff_2, logg_2 (tied)")
     _add_model_file_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_sample)
@@ -379,9 +385,14 @@ def _sample(args) -> int:
 
     prior = _load_prior_arg(args)
     model = _load_model_args(args, prefix="model_")
+    spectra = _first_spectra(args, "sample")
+    options = _forward_kwargs(args)
+    if args.binary:
+        fitter, spectra = _binary_fitter(args, model, spectra)
+        options = {"fitter": fitter}
     table = sample_spectra(
         model,
-        _first_spectra(args, "sample"),
+        spectra,
         out=args.out,
         summary=args.summary,
         resume=args.resume,
@@ -401,7 +412,7 @@ def _sample(args) -> int:
         trajectory_length=args.trajectory_length,
         dtype="float64" if args.float64 else "float32",
         seed=args.seed,
-        **_forward_kwargs(args),
+        **options,
     )
     from jaxpayne.fitting import Flags
 

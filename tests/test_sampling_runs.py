@@ -136,3 +136,38 @@ def test_float64_on_request(emulator, fitter, x64):
     assert json.loads(idata.posterior.attrs["setup"])["dtype"] == "float64"
     assert np.all(np.isfinite(idata.posterior["teff"].values))
     assert idata.sample_stats["step_size"].dtype == np.float64
+
+
+def test_binary_posterior_covers_the_truth(emulator):
+    """``Sampler(binary="ratio")``: the posterior of a mock SB2 (the composite model, started from
+    the binary fit) covers the true labels, both velocities and the flux ratio, its widths agree
+    with the Laplace errors of the binary fit at S/N 100, and the summary carries every
+    composite parameter."""
+    from _sampling_setup import OPTIONS, batch_of, obs_wave
+
+    from jaxpayne.forward import make_observation
+    from jaxpayne.sampling import summarize
+
+    sampler = Sampler(emulator, binary="ratio", rv_span=40.0, chains=2, warmup=200, samples=200,
+                      chain_method="sequential", **OPTIONS)
+    truth = dict(teff_1=5200.0, logg_1=3.2, feh=0.1, rv_1=-8.0, teff_2=4700.0, logg_2=3.8, rv_2=22.0,
+                 flux_ratio_2=0.55)
+    rng = np.random.default_rng(4)
+    w = obs_wave()
+    clean = np.asarray(sampler.forward.model_flux(truth, make_observation(w, np.ones_like(w))), np.float64)
+    star = Spectrum.from_error(w, clean + rng.normal(size=w.size) / 100.0, np.full(w.size, 0.01), id="sb2")
+    assert sampler.velocity_names == ("rv_1", "rv_2")
+    idata = sampler.sample(batch_of(sampler, [star]), progress=False)
+    row = summarize(idata)[0]
+    fit = idata.constant_data
+    laplace = np.sqrt(np.diag(np.asarray(fit["fit_covariance"].values[0])))
+    assert not row["flags"] & int(Flags.FAILED | Flags.DIVERGENT), row["message"]
+    for j, name in enumerate(sampler.space.free_names):
+        mean, sd = row[f"{name}_mean"], row[f"{name}_sd"]
+        assert abs(mean - truth[name]) < 4 * sd, (name, mean, sd, truth[name])
+        assert 0.6 < sd / laplace[j] < 1.6, (name, sd, laplace[j])
+    assert row["rv_1_r_hat"] < 1.05 and row["rv_2_r_hat"] < 1.05
+    setup = json.loads(idata.posterior.attrs["setup"])
+    assert setup["velocities"] == ["rv_1", "rv_2"] and "binary" in setup["fit"]
+    window = idata.constant_data["rv_window"].values[0]
+    assert window[0] < truth["rv_1"] and truth["rv_2"] < window[1]

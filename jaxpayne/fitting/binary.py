@@ -35,18 +35,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jaxpayne.fitting.fitter import (
-    BOUND_TOLERANCE,
-    MIN_PIXELS_PER_PARAMETER,
-    RV_WINDOW,
-    BatchFit,
-    Fitter,
-    Flags,
-    invert_fisher,
-    marginal_terms,
-    quality_flags,
-)
-from jaxpayne.fitting.lm import LMOptions, levenberg_marquardt
+from jaxpayne.fitting.fitter import BOUND_TOLERANCE, RV_WINDOW, BatchFit, Fitter, Flags
+from jaxpayne.fitting.lm import LMOptions
+from jaxpayne.fitting.multistart import EXPLORE_ITERATIONS, batch_result, multistart_lm, restrict_pixels
 from jaxpayne.forward.composite import Q_BOUNDS, CompositeModel
 
 __all__ = ["BinaryFitter", "DEFAULT_RV_SPAN", "DEFAULT_RV_STEP", "comparison_columns"]
@@ -60,8 +51,6 @@ DEFAULT_RV_STEP = 5.0
 DEFAULT_MIXES = {"ratio": (0.3, 0.7), "tied": (0.65, 0.9), "physical": (-300.0, -900.0)}
 #: Optimiser starts: the nested one, then two grid minima and their exchanged twins.
 DEFAULT_RESTARTS = 5
-#: Levenberg–Marquardt iterations from each start before the best is refined.
-EXPLORE_ITERATIONS = 6
 #: Default optimiser settings of binary fits (more parameters, longer valleys than one star).
 BINARY_LM_OPTIONS = LMOptions(max_iter=80)
 #: The q floor of ``tied`` fits is found for a primary this much hotter [K] than the single-star
@@ -202,19 +191,6 @@ class BinaryFitter:
         return self.single.observation(wavelength, flux, ivar, **options)
 
     # --------------------------------------------------------------------------- one spectrum
-    def _prepare(self, obs, window):
-        """The spectrum with only the pixels covered at every velocity of ``window``, its
-        prepared data and the number of good pixels so dropped."""
-        import jax.numpy as jnp
-
-        from jaxpayne.forward import prepare_data
-
-        cm = self.forward
-        usable = cm.usable_pixels(obs.wavelength, window[0], window[1])
-        n_edge = jnp.sum((obs.ivar > 0) & ~usable)
-        obs = obs._replace(ivar=jnp.where(usable, obs.ivar, 0.0), flux=jnp.where(usable, obs.flux, 0.0))
-        return obs, prepare_data(cm, obs, obs.flux.dtype), n_edge
-
     def _composite_values(self, single_values, mix):
         """Composite parameters with both stars at the single-star values and light ratio ``mix``
         (traceable)."""
@@ -247,7 +223,7 @@ class BinaryFitter:
         from jaxpayne.forward import apply_continuum, whitened_residuals
 
         cm, settings = self.forward, self.settings
-        obs, data, _ = self._prepare(obs, window)
+        obs, data, _ = restrict_pixels(cm, obs, window)
         dtype = obs.flux.dtype
         single_values = self.single.space.unflatten(theta_single.astype(dtype))
         offsets = jnp.asarray(self._offsets, dtype)
@@ -276,30 +252,13 @@ class BinaryFitter:
                            batch_size=SEARCH_CHUNK)
 
     def _fit_one(self, obs, window, starts, theta_single, lower, upper):
-        import jax
-        import jax.numpy as jnp
-
         from jaxpayne.forward import residuals
 
-        cm, settings = self.forward, self.settings
-        obs, data, n_edge = self._prepare(obs, window)
-        dtype = obs.flux.dtype
-        offset, scale = jnp.asarray(self._offset, dtype), jnp.asarray(self._scale, dtype)
-
-        def residuals_u(u):
-            return residuals(cm, u * scale + offset, obs, None, settings, data)
-
-        lower = ((lower - offset) / scale).astype(dtype)
-        upper = ((upper - offset) / scale).astype(dtype)
-        u0 = ((starts - offset) / scale).astype(dtype)
-        explore = self.lm_options._replace(max_iter=EXPLORE_ITERATIONS)
-        runs = jax.vmap(lambda u: levenberg_marquardt(residuals_u, u, lower, upper, explore))(u0)
-        best = jnp.argmin(jnp.where(jnp.isfinite(runs.cost), runs.cost, jnp.inf))
-        final = levenberg_marquardt(residuals_u, runs.x[best], lower, upper, self.lm_options)
-        theta = final.x * scale + offset
-        single = residuals(self.single.forward, theta_single.astype(dtype), obs, None, settings, data)
-        return (theta, final.jacobian, final.cost, jnp.sum(data.used), marginal_terms(cm, data),
-                final.n_iter + jnp.sum(runs.n_iter), final.converged, n_edge, jnp.sum(single * single))
+        fit, obs, data = multistart_lm(self.forward, obs, window, starts, lower, upper, settings=self.settings,
+                                       options=self.lm_options, offset=self._offset, scale=self._scale,
+                                       explore_iterations=EXPLORE_ITERATIONS)
+        single = residuals(self.single.forward, theta_single.astype(obs.flux.dtype), obs, None, self.settings, data)
+        return fit, (single * single).sum()
 
     def _derived_one(self, theta):
         """The derived labels (teff_2, logg_2 of tied weights) and their gradients."""
@@ -322,7 +281,7 @@ class BinaryFitter:
     def bounds(self, windows: np.ndarray, theta_single: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, n) lower and upper bounds of each binary fit: the box, both velocities inside the
         window, and for ``tied`` weights q ≥ the smallest mass ratio whose companion the
-        emulator's box holds (binspec's ``min_q``, see :meth:`_q_floor`; the companion's
+        emulator's box holds (binspec's ``min_q``, see :meth:`q_floor`; the companion's
         labels are clipped to the box, so below it q would only move log g₂)."""
         batch = windows.shape[0]
         lower = np.repeat(self.space.free_lower[None], batch, axis=0).astype(np.float64)
@@ -332,10 +291,10 @@ class BinaryFitter:
             lower[:, k], upper[:, k] = windows[:, 0], windows[:, 1]
         if self.weights == "tied" and "q" in self.param_names:
             k = self.param_names.index("q")
-            lower[:, k] = np.minimum(self._q_floor(theta_single), upper[:, k] - 1e-3)
+            lower[:, k] = np.minimum(self.q_floor(theta_single), upper[:, k] - 1e-3)
         return lower, upper
 
-    def _q_floor(self, theta_single: np.ndarray) -> np.ndarray:
+    def q_floor(self, theta_single: np.ndarray) -> np.ndarray:
         """(B,) smallest q whose predicted companion Teff lies inside the emulator's box for a
         primary :data:`Q_FLOOR_TEFF_MARGIN` hotter than the single-star fit."""
         cm = self.forward
@@ -426,30 +385,16 @@ class BinaryFitter:
         lower, upper = self.bounds(windows, theta_s)
         span = np.where(np.isfinite(upper - lower), upper - lower, 0.0)
         starts = np.clip(self._starts(grid, theta_s), (lower + 1e-3 * span)[:, None], (upper - 1e-3 * span)[:, None])
-        out = self._fit_batch(observations, jnp.asarray(windows, dtype), jnp.asarray(starts, dtype),
-                              jnp.asarray(theta_s, dtype), jnp.asarray(lower, dtype), jnp.asarray(upper, dtype))
-        theta, jac, cost, n_pix, n_marginal, n_iter, converged, n_edge, chi2_single = (np.asarray(a) for a in out)
-        theta = theta.astype(np.float64)
-        jac = jac.astype(np.float64)
-        fisher = np.einsum("bpi,bpj->bij", jac, jac)
-        cov, singular = invert_fisher(fisher, self._scale, working=True)
-        n_par = self.space.n_free
-        dof = n_pix.astype(np.int64) - n_par - n_marginal.astype(np.int64)
-        inflation2 = self.settings.inflation**2
-        chi2 = cost.astype(np.float64) * inflation2
-        chi2_single = chi2_single.astype(np.float64) * inflation2
-        flags, converged = quality_flags(self.space, self.forward.label_names, theta, chi2, dof, converged,
-                                         singular, {name: windows for name in self._rv_names})
+        fit, chi2_single = self._fit_batch(observations, jnp.asarray(windows, dtype), jnp.asarray(starts, dtype),
+                                           jnp.asarray(theta_s, dtype), jnp.asarray(lower, dtype),
+                                           jnp.asarray(upper, dtype))
         single_bad = (single.flags & int(Flags.FAILED | Flags.FEW_PIXELS)) != 0
-        flags |= np.where(single_bad, int(Flags.FAILED), 0)
-        few = n_pix < MIN_PIXELS_PER_PARAMETER * n_par
-        flags = np.where(few, int(Flags.FEW_PIXELS), flags)
-        bad = few | single_bad
-        theta[bad] = np.nan
-        cov[bad] = np.nan
-        chi2[bad] = np.nan
-        chi2_single[bad] = np.nan
-        extra = self._comparison(theta, cov, chi2, chi2_single, n_pix, single)
+        result = batch_result(self.space, self.forward.label_names, fit, self._scale, self.settings.inflation,
+                              {name: windows for name in self._rv_names}, failed=single_bad)
+        theta, cov, chi2, flags = result.theta, result.covariance, result.chi2, result.flags
+        bad = ~np.isfinite(chi2)
+        chi2_single = np.where(bad, np.nan, np.asarray(chi2_single, np.float64) * self.settings.inflation**2)
+        extra = self._comparison(theta, cov, chi2, chi2_single, result.n_pixels, single)
         if "q" in self.param_names:  # a mass ratio at its bounds: near-twins, or a companion off the box
             k = self.param_names.index("q")
             tol = BOUND_TOLERANCE * (upper[:, k] - lower[:, k])
@@ -459,8 +404,7 @@ class BinaryFitter:
             lo, hi = self.forward.base.space.bounds_of(self.forward.base_name(name))
             tol = BOUND_TOLERANCE * (hi - lo)
             flags |= np.where((extra[name] <= lo + tol) | (extra[name] >= hi - tol), int(Flags.AT_BOUND), 0)
-        return BatchFit(theta, cov, chi2, n_pix.astype(np.int64), dof, n_iter.astype(np.int64),
-                        converged & ~bad, flags, n_edge.astype(np.int64), {}, extra)
+        return result._replace(flags=flags, extra=extra)
 
     def _comparison(self, theta, cov, chi2, chi2_single, n_pix, single) -> dict:
         """The extra columns: Δχ², BIC of both models, derived labels, single-star parameters."""

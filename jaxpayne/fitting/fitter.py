@@ -550,14 +550,14 @@ def marginal_terms(fm, data):
     count against the degrees of freedom like fitted parameters."""
     import jax.numpy as jnp
 
-    from jaxpayne.forward import chebyshev_design
+    from jaxpayne.forward import chebyshev_basis
 
     cont = fm.continuum
     if cont.kind != "cheb" or cont.free:
         return jnp.zeros((), jnp.int32)
-    design = chebyshev_design(data.wavelength, data.segment, data.ivar, n_segments=fm.n_segments,
-                              degree=cont.degree)
-    return jnp.sum(jnp.any((design != 0) & data.used[:, None], axis=0))
+    design = chebyshev_basis(data.wavelength, data.segment, data.ivar, n_segments=fm.n_segments,
+                             degree=cont.degree)
+    return jnp.sum(design.touched(data.used)).astype(jnp.int32)
 
 
 def quality_flags(space, label_names, theta, chi2, dof, converged, singular,

@@ -16,8 +16,12 @@ sampling and bounds. See ``docs/forward_model.md`` for the equations and convent
 * the relativistic Doppler shift and resampling in one C² cubic B-spline evaluation
   (:func:`doppler_factor`, :func:`evaluate_spline`) or a per-pixel Gaussian LSF
   (:func:`evaluate_gaussian`);
+* several stars in one spectrum (:class:`CompositeModel`) and several visits of one system
+  fitted together (:class:`MultiVisitModel`), both evaluated by the same likelihood through
+  their ``spectrum`` method;
 * continuum: running-mean filter (:func:`smooth_continuum`) or per-segment Chebyshev polynomials
-  (:func:`chebyshev_design`, :func:`chebyshev_continuum`).
+  (:func:`chebyshev_basis` → :class:`SegmentedDesign`, :func:`chebyshev_design`,
+  :func:`chebyshev_continuum`).
 """
 
 from jaxpayne.forward.broadening import (
@@ -36,6 +40,8 @@ from jaxpayne.forward.broadening import (
 from jaxpayne.forward.continuum import (
     ContinuumFit,
     ContinuumSpec,
+    SegmentedDesign,
+    chebyshev_basis,
     chebyshev_continuum,
     chebyshev_design,
     smooth_continuum,
@@ -46,6 +52,7 @@ from jaxpayne.forward.composite import (
     composite_spectrum,
     flux_continuum,
 )
+from jaxpayne.forward.visits import MultiVisitModel, orbit_secondary_velocity
 from jaxpayne.forward.doppler import (
     SPEED_OF_LIGHT,
     doppler_factor,
@@ -99,6 +106,7 @@ __all__ = [
     "ForwardModel",
     "LikelihoodSettings",
     "ModelSpectrum",
+    "MultiVisitModel",
     "Normalized",
     "Observation",
     "ParameterSpace",
@@ -121,6 +129,7 @@ __all__ = [
     "whitened_residuals",
     "working_spectrum",
     "broaden",
+    "chebyshev_basis",
     "chebyshev_continuum",
     "chebyshev_design",
     "composite_spectrum",
@@ -138,6 +147,7 @@ __all__ = [
     "macroturbulent_kernel",
     "macroturbulent_transfer",
     "make_observation",
+    "orbit_secondary_velocity",
     "pad_observations",
     "parse_continuum",
     "resolution_to_sigma",
@@ -145,6 +155,7 @@ __all__ = [
     "rotational_kernel",
     "rotational_transfer",
     "segments_from_gaps",
+    "SegmentedDesign",
     "smooth_continuum",
     "spline_coefficients",
     "vacuum_to_air",

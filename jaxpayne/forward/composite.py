@@ -43,9 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxpayne.forward._protocol import WrappedModel
 from jaxpayne.forward.doppler import SPEED_OF_LIGHT
-from jaxpayne.forward import likelihood as _likelihood
-from jaxpayne.forward.likelihood import DEFAULT_SETTINGS, LikelihoodSettings
 from jaxpayne.forward.observation import Observation
 from jaxpayne.forward.parameters import ParameterSpace
 from jaxpayne.forward.spectrum import ModelSpectrum, model_spectrum
@@ -158,15 +157,8 @@ def _predict(model, params, values, dtype):
     return jnp.asarray(model.apply(params, labels)).reshape(-1)
 
 
-class _Static:
-    """The static part of a :class:`CompositeModel` (equal by identity)."""
-
-    def __init__(self, attributes: dict):
-        self.attributes = attributes
-
-
 @jax.tree_util.register_pytree_node_class
-class CompositeModel:
+class CompositeModel(WrappedModel):
     """An unresolved system of N stars observed as one spectrum (see the module docstring).
 
     It offers what the likelihood, the fitters and the sampler use of a forward model — a
@@ -199,6 +191,8 @@ class CompositeModel:
         ValueError: for an unknown weighting, missing networks, a fixed rv in ``forward``, or
             label names the networks do not know.
     """
+
+    _LEAVES = ("base", "flux_params", "radius_params", "companion_params")
 
     def __init__(self, forward, n_components: int = 2, *, weights: str = "ratio", shared=None,
                  flux=None, radius=None, companion: CompanionEmulator | None = None,
@@ -265,23 +259,6 @@ class CompositeModel:
         if unknown:
             raise ValueError(f"the {what} emulator's inputs {unknown} are not labels of the spectral "
                              f"emulator {list(labels)}")
-
-    # ------------------------------------------------------------------ pytree
-    def tree_flatten(self):
-        static = self.__dict__.get("_static")
-        leaves = ("base", "flux_params", "radius_params", "companion_params")
-        if static is None:
-            static = _Static({k: v for k, v in self.__dict__.items() if k not in leaves})
-            self.__dict__["_static"] = static
-        return tuple(self.__dict__[k] for k in leaves), static
-
-    @classmethod
-    def tree_unflatten(cls, static, children):
-        new = object.__new__(cls)
-        new.__dict__.update(static.attributes)
-        new.__dict__["_static"] = static
-        new.base, new.flux_params, new.radius_params, new.companion_params = children
-        return new
 
     # ------------------------------------------------------------------ parameters
     def component_name(self, name: str, k: int) -> str:
@@ -395,63 +372,6 @@ class CompositeModel:
         """:func:`composite_spectrum` (the hook the likelihood calls)."""
         return composite_spectrum(self, values, obs, emulator_error=emulator_error)
 
-    # ------------------------------------------------------------------ compiled conveniences
-    def _theta(self, theta):
-        if isinstance(theta, Mapping):
-            theta = self.space.flatten(theta)
-        theta = jnp.asarray(theta)
-        if theta.shape != (self.n_params,):
-            raise ValueError(f"theta must have shape ({self.n_params},) for parameters {self.param_names}, "
-                             f"got {theta.shape}")
-        return theta
-
-    def model_flux(self, theta, obs: Observation, fixed=None):
-        """The composite spectrum (n,) on the observed pixels at free parameters ``theta`` (a flat
-        vector or a dict), before the continuum step."""
-        return _jit_model_flux(self, self._theta(theta), obs, fixed)
-
-    def loglike(self, theta, obs: Observation, fixed=None, settings: LikelihoodSettings | None = None):
-        """:func:`~jaxpayne.forward.loglike` of the composite (compiled)."""
-        return _jit_loglike(self, self._theta(theta), obs, fixed, settings or DEFAULT_SETTINGS)
-
-    def normalized(self, theta, obs: Observation, fixed=None, settings: LikelihoodSettings | None = None):
-        """(model_norm, data_norm, ivar_norm) after the continuum step (compiled); see
-        :func:`~jaxpayne.forward.normalize`."""
-        out = _jit_normalize(self, self._theta(theta), obs, fixed, settings or DEFAULT_SETTINGS)
-        return out.model, out.data, out.ivar
-
-    def jacobian(self, theta, obs: Observation, fixed=None, settings: LikelihoodSettings | None = None):
-        """:func:`~jaxpayne.forward.jacobian` of the composite's whitened residuals (compiled)."""
-        return _jit_jacobian(self, self._theta(theta), obs, fixed, settings or DEFAULT_SETTINGS)
-
-    # ------------------------------------------------------------------ what the likelihood uses
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return self.space.free_names
-
-    @property
-    def n_params(self) -> int:
-        return self.space.n_free
-
-    @property
-    def fixed(self) -> dict:
-        return dict(self.space.fixed)
-
-    @property
-    def lower(self):
-        return self.space.free_lower
-
-    @property
-    def upper(self):
-        return self.space.free_upper
-
-    @property
-    def initial(self):
-        return self.space.free_initial
-
-    def pack(self, values=None):
-        return self.space.pack(values)
-
     @property
     def velocity_names(self) -> tuple[str, ...]:
         """The free radial velocities (``rv_1``, ``rv_2``, ...)."""
@@ -463,9 +383,6 @@ class CompositeModel:
             return getattr(self.__dict__["base"], name)
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
-    def uses_emulator_error(self, settings: LikelihoodSettings) -> bool:
-        return self.base.uses_emulator_error(settings)
-
     def __repr__(self) -> str:
         return (f"CompositeModel(n_components={self.n_components}, weights={self.weights!r}, "
                 f"free={list(self.param_names)}, continuum={self.base.continuum})")
@@ -474,7 +391,7 @@ class CompositeModel:
 #: Attributes a :class:`CompositeModel` takes from its single-star forward model.
 _DELEGATED = frozenset({
     "continuum", "n_segments", "filter_range", "continuum_names", "grid", "medium", "max_rv", "rv_margin",
-    "resolution", "lsf", "limb_darkening", "dtype_of", "usable_pixels", "valid_wavelength",
+    "resolution", "lsf", "limb_darkening", "usable_pixels", "valid_wavelength",
     "check_observation", "observation", "kernel_velocity", "emulator", "rest_ranges",
 })
 
@@ -503,13 +420,3 @@ def composite_spectrum(cm: CompositeModel, values: Mapping[str, jax.Array], obs:
         sigma = jnp.sqrt(sum((w * p.sigma) ** 2 for w, p in zip(weights, parts))) / total
     return ModelSpectrum(flux, sigma)
 
-
-def _model_flux_impl(cm, theta, obs, fixed):
-    values = cm.space.unflatten(theta, fixed, dtype=cm.dtype_of(theta, obs))
-    return composite_spectrum(cm, values, obs).flux
-
-
-_jit_model_flux = jax.jit(_model_flux_impl)
-_jit_loglike = jax.jit(_likelihood.loglike, static_argnums=(4,))
-_jit_normalize = jax.jit(_likelihood.normalize, static_argnums=(4,))
-_jit_jacobian = jax.jit(_likelihood.jacobian, static_argnums=(4,))

@@ -16,9 +16,14 @@ Two treatments, both pure and differentiable:
   narrowed so that, with the two linear steps, the effective kernel has exactly the variance
   L²/2 of :math:`w_{ij}`; the remaining difference from the direct sum is ~1e-4 relative in the
   weights.
-* :func:`chebyshev_design` and :func:`chebyshev_continuum` — a Chebyshev polynomial per segment,
-  either free parameters or fitted by weighted linear least squares of the data against
-  model × polynomial (binspec, El-Badry et al. 2018, MNRAS 476, 528, fits degree 4 per chip).
+* :func:`chebyshev_basis` / :func:`chebyshev_design` and :func:`chebyshev_continuum` — a
+  Chebyshev polynomial per segment, either free parameters or fitted by weighted linear least
+  squares of the data against model × polynomial (binspec, El-Badry et al. 2018, MNRAS 476, 528,
+  fits degree 4 per chip). The polynomials of different segments share no pixel, so the normal
+  matrix is block diagonal: :func:`chebyshev_continuum` solves one (K×K) block per segment, which
+  costs O(n·K²) for n pixels and K = degree + 1 terms however many segments there are (a
+  stitched multi-visit spectrum has a segment per chip per visit), against O(n·S²·K²) for the
+  dense (n, S·K) design matrix.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ __all__ = [
     "DEFAULT_FILTER_WIDTH",
     "ContinuumFit",
     "ContinuumSpec",
+    "SegmentedDesign",
     "parse_continuum",
+    "chebyshev_basis",
     "chebyshev_continuum",
     "chebyshev_design",
     "smooth_continuum",
@@ -208,12 +215,63 @@ def smooth_continuum(
     return (smooth, den) if return_denominator else smooth
 
 
-def chebyshev_design(wavelength, segment=None, ivar=None, *, n_segments: int = 1, degree: int = 4):
-    """Design matrix of a Chebyshev polynomial continuum per segment.
+@jax.tree_util.register_pytree_node_class
+class SegmentedDesign:
+    """A design matrix whose columns are K functions on each of S segments (block structure).
+
+    Column ``s·K + k`` of the equivalent dense (n, S·K) matrix holds ``basis[:, k]`` on the
+    pixels of segment s and 0 elsewhere (:meth:`dense`). A pytree (``basis``, ``segment``
+    leaves; ``n_segments`` static), so it passes through ``jit`` and ``vmap``.
+
+    Attributes:
+        basis: (n, K) the functions at every pixel (of the pixel's own segment).
+        segment: (n,) int32 segment index in [0, n_segments).
+        n_segments: S (static).
+    """
+
+    def __init__(self, basis, segment, n_segments: int):
+        self.basis = basis
+        self.segment = segment
+        self.n_segments = int(n_segments)
+
+    def tree_flatten(self):
+        return (self.basis, self.segment), self.n_segments
+
+    @classmethod
+    def tree_unflatten(cls, n_segments, children):
+        return cls(*children, n_segments)
+
+    @property
+    def n_columns(self) -> int:
+        """Columns S·K of the dense design."""
+        return self.n_segments * int(jnp.shape(self.basis)[-1])
+
+    def onehot(self, dtype=None) -> jax.Array:
+        """(n, S) membership of every pixel in every segment."""
+        dtype = self.basis.dtype if dtype is None else dtype
+        return (self.segment[:, None] == jnp.arange(self.n_segments)).astype(dtype)
+
+    def dense(self) -> jax.Array:
+        """The (n, S·K) design matrix."""
+        n = jnp.shape(self.basis)[0]
+        return (self.onehot()[:, :, None] * self.basis[:, None, :]).reshape(n, -1)
+
+    def evaluate(self, coefficients) -> jax.Array:
+        """(n,) Σ_k a[s(i), k] · basis[i, k] for (S·K,) coefficients (``dense() @ a``)."""
+        a = jnp.reshape(coefficients, (self.n_segments, -1))
+        return jnp.sum(self.basis * a[self.segment], axis=-1)
+
+    def touched(self, used) -> jax.Array:
+        """(S·K,) bool: the columns that are non-zero at some pixel where ``used``."""
+        hit = (self.basis != 0) & jnp.asarray(used, bool)[:, None]  # (n, K)
+        return (self.onehot(jnp.float32).T @ hit.astype(jnp.float32) > 0).reshape(-1)
+
+
+def chebyshev_basis(wavelength, segment=None, ivar=None, *, n_segments: int = 1, degree: int = 4) -> SegmentedDesign:
+    """Chebyshev polynomials T_0 … T_degree per segment, as a :class:`SegmentedDesign`.
 
     Each segment's wavelengths are mapped onto [−1, 1] using the range of its unmasked pixels
-    (all pixels if ``ivar`` is None); column ``s·(degree+1) + k`` holds T_k on segment s and 0
-    elsewhere.
+    (all pixels if ``ivar`` is None).
 
     Args:
         wavelength: (n,) wavelengths [Å].
@@ -223,10 +281,9 @@ def chebyshev_design(wavelength, segment=None, ivar=None, *, n_segments: int = 1
         degree: polynomial degree (static) ≥ 0.
 
     Returns:
-        (n, n_segments·(degree+1)) design matrix.
+        The design: ``basis`` (n, degree+1), ``segment``, ``n_segments``.
     """
     wavelength = jnp.asarray(wavelength)
-    dtype = wavelength.dtype
     segment = (
         jnp.zeros(wavelength.shape, jnp.int32)
         if segment is None
@@ -244,9 +301,27 @@ def chebyshev_design(wavelength, segment=None, ivar=None, *, n_segments: int = 1
         terms.append(x)
     for _ in range(2, degree + 1):
         terms.append(2.0 * x * terms[-1] - terms[-2])
-    basis = jnp.stack(terms, axis=-1)  # (n, degree+1)
-    onehot = (segment[:, None] == jnp.arange(n_segments)).astype(dtype)  # (n, n_segments)
-    return (onehot[:, :, None] * basis[:, None, :]).reshape(wavelength.shape[0], -1)
+    return SegmentedDesign(jnp.stack(terms, axis=-1), segment, n_segments)
+
+
+def chebyshev_design(wavelength, segment=None, ivar=None, *, n_segments: int = 1, degree: int = 4):
+    """Dense design matrix of a Chebyshev polynomial continuum per segment.
+
+    :func:`chebyshev_basis` as the (n, n_segments·(degree+1)) matrix: column
+    ``s·(degree+1) + k`` holds T_k on segment s and 0 elsewhere. The likelihood uses the
+    block form (:class:`SegmentedDesign`), which is cheaper for many segments.
+
+    Args:
+        wavelength: (n,) wavelengths [Å].
+        segment: (n,) int segment index; default all 0.
+        ivar: (n,) inverse variance, 0 = masked (masked pixels do not set the domain).
+        n_segments: number of segments (static).
+        degree: polynomial degree (static) ≥ 0.
+
+    Returns:
+        (n, n_segments·(degree+1)) design matrix.
+    """
+    return chebyshev_basis(wavelength, segment, ivar, n_segments=n_segments, degree=degree).dense()
 
 
 class ContinuumFit(NamedTuple):
@@ -271,33 +346,42 @@ def chebyshev_continuum(model, data, ivar, design) -> ContinuumFit:
 
     Minimises Σ ivar (data − model · D a)² in closed form (normal equations, Cholesky), which is
     differentiable in every input. Columns without any weight (e.g. a segment whose pixels are
-    all masked) get coefficient 0.
+    all masked) get coefficient 0. A :class:`SegmentedDesign` is solved block by block (its
+    segments share no pixel); a dense (n, m) matrix is the one-block case.
 
     Args:
         model: (n,) model flux before continuum.
         data: (n,) observed flux (non-finite values must carry ivar = 0).
         ivar: (n,) inverse variance, 0 = masked.
-        design: (n, m) design matrix from :func:`chebyshev_design`.
+        design: a :class:`SegmentedDesign` (:func:`chebyshev_basis`) or an (n, m) design matrix
+            (:func:`chebyshev_design`).
 
     Returns:
-        :class:`ContinuumFit`.
+        :class:`ContinuumFit`; ``coefficients`` are ordered as the dense design's columns.
     """
     model = jnp.asarray(model)
     dtype = model.dtype
+    if not isinstance(design, SegmentedDesign):
+        design = jnp.asarray(design)
+        design = SegmentedDesign(design, jnp.zeros(design.shape[:1], jnp.int32), 1)
     valid = jnp.asarray(ivar) > 0
     weight = jnp.where(valid, ivar, 0.0).astype(dtype)
     data = jnp.where(valid, data, 0.0).astype(dtype)
-    basis = model[:, None] * design
+    basis = model[:, None] * design.basis.astype(dtype)  # (n, K)
     weighted = basis * weight[:, None]
-    normal = basis.T @ weighted
-    rhs = weighted.T @ data
-    diagonal = jnp.diagonal(normal)
+    n, k = basis.shape
+    onehot = design.onehot(dtype)  # (n, S)
+    # per-segment normal matrices Σ_i w b_k b_l and right-hand sides Σ_i w b_k d
+    normal = (onehot.T @ (weighted[:, :, None] * basis[:, None, :]).reshape(n, k * k)).reshape(-1, k, k)
+    rhs = onehot.T @ (weighted * data[:, None])  # (S, K)
+    diagonal = jnp.diagonal(normal, axis1=1, axis2=2)  # (S, K)
     scale = jnp.maximum(jnp.max(diagonal), jnp.finfo(dtype).tiny)
     empty = diagonal <= jnp.finfo(dtype).eps * scale
     jitter = 10.0 * jnp.finfo(dtype).eps * scale + jnp.where(empty, scale, 0.0)
-    normal = normal + jnp.diag(jitter)
-    factor = jax.scipy.linalg.cho_factor(normal, lower=True)
-    coefficients = jax.scipy.linalg.cho_solve(factor, rhs)
-    logdet = 2.0 * jnp.sum(jnp.where(empty, 0.0, jnp.log(jnp.diagonal(factor[0]))))
+    normal = normal + jitter[:, :, None] * jnp.eye(k, dtype=dtype)
+    factor = jnp.linalg.cholesky(normal)
+    coefficients = jax.vmap(lambda c, b: jax.scipy.linalg.cho_solve((c, True), b))(factor, rhs)
+    logdet = 2.0 * jnp.sum(jnp.where(empty, 0.0, jnp.log(jnp.diagonal(factor, axis1=1, axis2=2))))
     rank = jnp.sum(~empty).astype(dtype)
-    return ContinuumFit(design @ coefficients, coefficients, logdet, rank)
+    coefficients = coefficients.reshape(-1)
+    return ContinuumFit(design.evaluate(coefficients), coefficients, logdet, rank)

@@ -36,7 +36,7 @@ from typing import Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxpayne.forward.continuum import chebyshev_continuum, chebyshev_design, smooth_continuum
+from jaxpayne.forward.continuum import chebyshev_basis, chebyshev_continuum, smooth_continuum
 from jaxpayne.forward.observation import Observation
 from jaxpayne.forward.spectrum import ModelSpectrum
 
@@ -197,11 +197,11 @@ def apply_continuum(fm, spectrum: ModelSpectrum, data: PreparedData,
             ivar * smooth_data**2, None if error is None else error / smooth_model
         )
     else:  # Chebyshev
-        design = chebyshev_design(data.wavelength, data.segment, ivar,
-                                  n_segments=fm.n_segments, degree=fm.continuum.degree)
+        design = chebyshev_basis(data.wavelength, data.segment, ivar,
+                                 n_segments=fm.n_segments, degree=fm.continuum.degree)
         if fm.continuum.free:
             coefficients = jnp.stack([values[n] for n in fm.continuum_names]).astype(dtype)
-            continuum = design @ coefficients
+            continuum = design.evaluate(coefficients)
             weight = ivar if error is None else ivar / (1.0 + ivar * (continuum * error) ** 2)
         else:
             weight = ivar

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxpayne.forward import _protocol
 from jaxpayne.forward import likelihood as _likelihood
 from jaxpayne.forward.broadening import DEFAULT_LIMB_DARKENING
 from jaxpayne.forward.continuum import ContinuumSpec, parse_continuum
@@ -100,14 +101,6 @@ def _is_concrete(*arrays) -> bool:
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         return False
     return True
-
-
-class _Static:
-    """The static part of a :class:`ForwardModel` (pytree auxiliary data; equal by identity, so
-    copies with other weights share compiled functions)."""
-
-    def __init__(self, attributes: dict):
-        self.attributes = attributes
 
 
 @jax.tree_util.register_pytree_node_class
@@ -260,20 +253,11 @@ class ForwardModel:
 
     # ------------------------------------------------------------------ pytree
     def tree_flatten(self):
-        static = self.__dict__.get("_static")
-        if static is None:
-            attributes = {k: v for k, v in self.__dict__.items() if k != "weights"}
-            static = _Static(attributes)
-            self.__dict__["_static"] = static
-        return (self.weights,), static
+        return _protocol.flatten(self, ("weights",))
 
     @classmethod
-    def tree_unflatten(cls, static: _Static, children):
-        new = object.__new__(cls)
-        new.__dict__.update(static.attributes)
-        new.__dict__["_static"] = static
-        new.weights = children[0]
-        return new
+    def tree_unflatten(cls, static, children):
+        return _protocol.unflatten(cls, ("weights",), static, children)
 
     def with_weights(self, weights) -> "ForwardModel":
         """A copy with other emulator weights (same structure); compiled functions are reused."""
@@ -544,15 +528,7 @@ class ForwardModel:
         return settings._replace(**changes)
 
     def _theta(self, theta):
-        if isinstance(theta, Mapping):
-            theta = self.space.flatten(theta)
-        theta = jnp.asarray(theta)
-        if jnp.shape(theta) != (self.n_params,):
-            raise ValueError(
-                f"theta must have shape ({self.n_params},) for parameters {self.param_names}, "
-                f"got {jnp.shape(theta)}"
-            )
-        return theta
+        return _protocol.theta_vector(self, theta)
 
     def _check_if_concrete(self, obs, fixed=None, theta=None):
         """The eager range check of a concrete observation, at the call's rv where it is concrete
@@ -593,6 +569,11 @@ class ForwardModel:
         theta = self._theta(theta)
         values = self.space.unflatten(theta, fixed, dtype=self.dtype_of(theta, obs))
         return _model_spectrum(self, values, obs, emulator_error=emulator_error)
+
+    @property
+    def velocity_names(self) -> tuple[str, ...]:
+        """The free radial velocities: ``("rv",)``, or ``()`` when rv is fixed."""
+        return ("rv",) if "rv" in self.param_names else ()
 
     def spectrum(self, values: Mapping[str, Any], obs: Observation, *, emulator_error: bool = False):
         """:func:`~jaxpayne.forward.model_spectrum` at named parameter values (traceable): the

@@ -70,7 +70,7 @@ def sample_spectra(model, spectra: Iterable, *, out, summary=None, resume: bool 
         raise FileExistsError(f"{out}: output exists; use --resume to continue it or remove it")
     items = iter(spectra)
     if sampler is None:
-        if "n_segments" not in sampler_options:
+        if "n_segments" not in sampler_options and "fitter" not in sampler_options:
             first, items = peek_spectrum(items)
             sampler_options["n_segments"] = first.n_segments if first is not None else 1
         sampler = Sampler(model, **sampler_options)
@@ -126,11 +126,11 @@ def sample_spectra(model, spectra: Iterable, *, out, summary=None, resume: bool 
     idata = _join_parts(sorted(parts.glob("part-*.nc")))
     rows = summarize(idata) if idata is not None else []
     sampled = {(r["source"], r["id"]) for r in rows}
-    rows += [failed_summary_row(names, id_, source, message)
+    rows += [failed_summary_row(names, id_, source, message, sampler.derived)
              for (source, id_), message in failures.items() if (source, id_) not in sampled]
     meta = {"MODEL": setup["model"]["name"], "MODELSHA": setup["model"]["sha256"],
             "PRIOR": sampler.prior.describe(), "SAMPSETUP": json.dumps(setup, sort_keys=True)}
-    table = summary_table(rows, names, meta)
+    table = summary_table(rows, names, meta, sampler.derived)
     if idata is not None:
         atomic_write(out, lambda tmp: idata.to_netcdf(str(tmp)), suffix=".tmp.nc")
     if summary is not None:

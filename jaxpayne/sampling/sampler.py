@@ -19,6 +19,13 @@ The pixels: each star's likelihood uses the pixels the model covers at every vel
 rv₀ ± :data:`~jaxpayne.fitting.fitter.RV_WINDOW` (rv₀ the fit's), the same pixel set at every
 draw; the uniform rv prior is truncated to that window (a posterior reaching its edge raises
 RV_AT_LIMIT).
+
+Binaries: ``binary="ratio"|"physical"|"tied"`` (or ``fitter=`` a
+:class:`~jaxpayne.fitting.binary.BinaryFitter`) samples the composite model of a double-lined
+binary, started from the binary fit: both velocities share the window from the lower of the
+fitted velocities − RV_WINDOW to the higher + RV_WINDOW, and the composite's derived labels (the
+tied companion's ``teff_2``, ``logg_2``) are computed for every draw and stored in the posterior
+group beside the sampled parameters — the posterior of the mass ratio q and of what it implies.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxpayne.fitting.fitter import RV_WINDOW, BatchFit, Fitter
+from jaxpayne.fitting.multistart import restrict_pixels
 from jaxpayne.sampling.posterior import Posterior
 
 __all__ = ["DEFAULT_MAX_TREE_DEPTH", "Sampler", "sample"]
@@ -74,7 +82,13 @@ class Sampler:
             ``benchmarks/README.md``).
         dtype: ``"float32"`` (default) or ``"float64"`` (needs ``jax_enable_x64``).
         seed: random seed (chains' starts and NUTS).
-        fitter: a ready :class:`Fitter` for the starts (else built from ``fitter_options``).
+        binary: sample a double-lined binary: the weights (``"ratio"``, ``"physical"``,
+            ``"tied"``) of a :class:`~jaxpayne.fitting.binary.BinaryFitter` built from
+            ``fitter_options`` (None: one star).
+        networks: the binary's flux, radius and companion networks
+            (:func:`~jaxpayne.payne_format.load_binspec_networks`).
+        fitter: a ready :class:`Fitter` or :class:`~jaxpayne.fitting.binary.BinaryFitter` for the
+            starts (else built from ``fitter_options``).
         **fitter_options: forward-model and fit options of :class:`Fitter` (``rv``, ``vsini``,
             ``vmacro``, ``resolution``, ``continuum``, ``n_segments``, ``emulator_error`` ...).
 
@@ -100,7 +114,9 @@ class Sampler:
         trajectory_length: float = 2.5,
         dtype: str = "float32",
         seed: int = 0,
-        fitter: Fitter | None = None,
+        binary: str | None = None,
+        networks: Mapping[str, Any] | None = None,
+        fitter=None,
         **fitter_options,
     ):
         import jax
@@ -126,6 +142,10 @@ class Sampler:
                              "jax.config.update('jax_enable_x64', True) before using JAX")
         if fitter is not None and fitter_options:
             raise ValueError(f"give either a ready fitter or fit options, not both (got {sorted(fitter_options)})")
+        if fitter is None and binary is not None:
+            from jaxpayne.fitting.binary import BinaryFitter
+
+            fitter = BinaryFitter(model, weights=binary, networks=networks, **fitter_options)
         self.fitter = fitter if fitter is not None else Fitter(model, seed=seed, **fitter_options)
         self.model = model
         self.forward = self.fitter.forward
@@ -142,7 +162,12 @@ class Sampler:
         self.trajectory_length = float(trajectory_length)
         self.dtype = str(dtype)
         self.seed = int(seed)
-        self._rv_index = self.space.index("rv") if "rv" in self.space.free_names else None
+        #: The free velocities (rv; rv_1, rv_2 of a binary) and their indices in θ.
+        self.velocity_names = tuple(self.forward.velocity_names)
+        self._rv_indices = tuple(self.space.index(n) for n in self.velocity_names)
+        #: Quantities derived from every draw (a tied binary's teff_2, logg_2).
+        self.derived = tuple(getattr(self.forward, "derived", ()))
+        self.derived = tuple(f"{n}_2" for n in self.derived)
         self._segment = _segment_length(self.warmup, self.samples)
         self._compiled: dict = {}
 
@@ -152,6 +177,9 @@ class Sampler:
         return {
             "fit": self.fitter.describe_settings(),
             "labels": list(self.forward.label_names),
+            "velocities": list(self.velocity_names),
+            "bounds": {n: [float(lo), float(hi)] for n, lo, hi in
+                       zip(self.space.free_names, self.space.free_lower, self.space.free_upper)},
             "posterior": self.posterior.describe(),
             "chains": self.chains, "warmup": self.warmup, "samples": self.samples,
             "max_tree_depth": self.max_tree_depth, "target_accept": self.target_accept,
@@ -173,28 +201,22 @@ class Sampler:
         Jacobian; the mass-matrix adaptation then starts from a well-scaled problem)."""
         import jax.numpy as jnp
 
-        posterior, rv_index = self.posterior, self._rv_index
+        posterior, indices = self.posterior, jnp.asarray(self._rv_indices, jnp.int32)
 
         def potential(w):
             z = centre + chol @ w
             log_p = posterior.log_density_unconstrained(z, obs, fixed, data)
-            if rv_index is not None:
-                rv = posterior.space.from_unconstrained(z)[rv_index]
-                log_p = jnp.where((rv >= window[0]) & (rv <= window[1]), log_p, -jnp.inf)
+            if self._rv_indices:
+                rv = posterior.space.from_unconstrained(z)[indices]
+                log_p = jnp.where(jnp.all((rv >= window[0]) & (rv <= window[1])), log_p, -jnp.inf)
             return -log_p
 
         return potential
 
     def _star_inputs(self, obs, fixed, window):
         """One star's likelihood inputs: pixels usable over its velocity window, prepared data."""
-        import jax.numpy as jnp
-
-        from jaxpayne.forward import prepare_data
-
-        fm = self.forward
-        usable = fm.usable_pixels(obs.wavelength, window[0], window[1])
-        obs = obs._replace(ivar=jnp.where(usable, obs.ivar, 0.0), flux=jnp.where(usable, obs.flux, 0.0))
-        return obs, prepare_data(fm, obs, obs.flux.dtype)
+        obs, data, _ = restrict_pixels(self.forward, obs, window)
+        return obs, data
 
     # --------------------------------------------------------------------------- compiled parts
     def _kernels(self):
@@ -287,14 +309,16 @@ class Sampler:
         return z_best, chol, w0
 
     def _windows(self, fit: BatchFit, fixed: Mapping, batch: int) -> np.ndarray:
-        """(B, 2) velocity windows: the fit's rv ± RV_WINDOW inside ±max_rv, or the fixed rv."""
+        """(B, 2) velocity windows: from the lowest of the fit's velocities − RV_WINDOW to the
+        highest + RV_WINDOW inside ±max_rv, or the fixed rv."""
         fm = self.forward
-        if self._rv_index is None:
+        if not self._rv_indices:
             rv = np.broadcast_to(np.asarray(fixed.get("rv", fm.fixed.get("rv", 0.0)), np.float64), (batch,))
             return np.column_stack([rv, rv])
-        rv0 = np.nan_to_num(np.asarray(fit.theta[:, self._rv_index], np.float64))
+        rv0 = np.nan_to_num(np.asarray(fit.theta, np.float64)[:, list(self._rv_indices)])
         limit = fm.max_rv
-        return np.column_stack([np.clip(rv0 - RV_WINDOW, -limit, limit), np.clip(rv0 + RV_WINDOW, -limit, limit)])
+        return np.column_stack([np.clip(rv0.min(axis=1) - RV_WINDOW, -limit, limit),
+                                np.clip(rv0.max(axis=1) + RV_WINDOW, -limit, limit)])
 
     # --------------------------------------------------------------------------- sampling
     def sample(self, observations, fixed: Mapping[str, Any] | None = None, ids=None, *,
@@ -335,6 +359,8 @@ class Sampler:
         ids = [str(i) for i in range(batch)] if ids is None else [str(i) for i in ids]
         if len(ids) != batch:
             raise ValueError(f"{len(ids)} ids for {batch} spectra")
+        if fixed and not hasattr(self.fitter, "batch_fixed"):
+            raise ValueError(f"per-spectrum fixed values are not supported by {type(self.fitter).__name__}")
         fixed_b = self.fitter.batch_fixed(fixed, batch) if fixed else {}
         if fit is None:
             fit = self.fitter.fit(observations, fixed=fixed_b or None)
@@ -393,6 +419,7 @@ class Sampler:
             return np.moveaxis(np.asarray(a), 0, 2)
 
         posterior = {name: cds(theta[..., j]) for j, name in enumerate(space.free_names)}
+        posterior.update({name: cds(v) for name, v in self._derived_draws(theta).items()})
         depth = np.where(n_steps > 0, np.floor(np.log2(np.maximum(n_steps, 1))).astype(np.int64) + 1, 0)
         sample_stats = {
             "diverging": cds(diverging.astype(bool)), "n_steps": cds(n_steps.astype(np.int64)),
@@ -434,6 +461,7 @@ class Sampler:
             "model": fingerprint["name"], "model_sha256": fingerprint["sha256"],
             "setup": json.dumps(self.describe_settings(), sort_keys=True, default=str),
             "prior": self.prior.describe(), "parameters": ",".join(space.free_names),
+            "derived": ",".join(self.derived),
             "wall_seconds": float(wall), "gradient_evaluations": n_grad,
             "mean_leapfrog_steps": mean_steps,
             "lockstep_efficiency": lockstep if self.chain_method == "vectorized" else 1.0,
@@ -441,6 +469,26 @@ class Sampler:
         for group in idata.groups():
             idata[group].attrs.update(attrs)
         return idata
+
+    def _derived_draws(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """The forward model's derived quantities (a tied binary's teff_2, logg_2) at every
+        draw: name → (B, C, S)."""
+        if not self.derived:
+            return {}
+        import jax
+        import jax.numpy as jnp
+
+        fm, n_model = self.forward, self.forward.space.n_free
+
+        def one(t):
+            values = fm.derived_values(fm.space.unflatten(t[:n_model]))
+            return jnp.stack([jnp.asarray(values[n]) for n in self.derived])
+
+        flat = np.nan_to_num(theta.reshape(-1, theta.shape[-1]))
+        out = np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(flat, jnp.float32)), np.float64)
+        out = out.reshape(theta.shape[:-1] + (len(self.derived),))
+        out[~np.all(np.isfinite(theta), axis=-1)] = np.nan
+        return {name: out[..., d] for d, name in enumerate(self.derived)}
 
     def _draw_loglike(self, observations, fixed_j, windows, theta, failed):
         """ln L of every draw (B, C, S), in chunks of draws; NaN for the ``failed`` stars."""

@@ -3,10 +3,11 @@
 Columns (:func:`summary_columns`): per parameter the posterior ``<name>_mean``, ``<name>_sd``,
 the 16/50/84 % quantiles ``<name>_p16``/``_p50``/``_p84``, the rank-normalised split
 ``<name>_r_hat`` and the bulk and tail effective sample sizes (Vehtari et al. 2021, Bayesian
-Analysis 16, 667, via ArviZ); then the star's ``n_divergent`` and ``divergence_rate`` (after
+Analysis 16, 667, via ArviZ) — also of the derived quantities stored beside the parameters (a
+tied binary's ``teff_2``, ``logg_2``); then the star's ``n_divergent`` and ``divergence_rate`` (after
 warmup), ``max_depth_rate`` (share of transitions at the tree-depth cap), ``mean_steps``,
 ``step_size``, the start fit's ``fit_chi2_red``, the :class:`~jaxpayne.fitting.Flags` bits,
-a ``message`` and the posterior ``covariance``.
+a ``message`` and the posterior ``covariance`` of the sampled parameters.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ INHERITED_FLAGS = Flags.FEW_PIXELS | Flags.FAILED | Flags.PIXELS_CLIPPED | Flags
 _STATS = ("mean", "sd", "p16", "p50", "p84", "r_hat", "ess_bulk", "ess_tail")
 
 
-def summary_columns(param_names: Sequence[str]) -> list[str]:
-    """Column names of a summary table, in order."""
+def summary_columns(param_names: Sequence[str], derived: Sequence[str] = ()) -> list[str]:
+    """Column names of a summary table, in order (``derived``: quantities computed from the draws)."""
     cols = ["id", "source"]
-    for name in param_names:
+    for name in (*param_names, *derived):
         cols += [f"{name}_{stat}" for stat in _STATS]
     return cols + ["n_divergent", "divergence_rate", "max_depth_rate", "mean_steps", "step_size",
                    "fit_chi2_red", "flags", "message", "covariance"]
@@ -54,6 +55,8 @@ def summarize(idata, sources: Sequence[str] | None = None) -> list[dict]:
 
     post = idata.posterior
     names = [n for n in post.attrs.get("parameters", "").split(",") if n] or list(post.data_vars)
+    derived = [n for n in post.attrs.get("derived", "").split(",") if n and n in post.data_vars]
+    stat_names = names + derived
     stars = [str(s) for s in post["star"].values]
     if sources is None:
         const = getattr(idata, "constant_data", None)
@@ -62,9 +65,9 @@ def summarize(idata, sources: Sequence[str] | None = None) -> list[dict]:
     setup = json.loads(post.attrs.get("setup", "{}") or "{}")
     max_depth = int(setup.get("max_tree_depth", DEFAULT_MAX_TREE_DEPTH))
     nuts = str(setup.get("algorithm", "NUTS")).upper() == "NUTS"
-    rhat = az.rhat(post[names], method="rank")
-    bulk = az.ess(post[names], method="bulk")
-    tail = az.ess(post[names], method="tail")
+    rhat = az.rhat(post[stat_names], method="rank")
+    bulk = az.ess(post[stat_names], method="bulk")
+    tail = az.ess(post[stat_names], method="tail")
     stats = idata.sample_stats
     diverging = np.asarray(stats["diverging"].values, bool)  # (C, S, B)
     n_steps = np.asarray(stats["n_steps"].values)
@@ -75,18 +78,20 @@ def summarize(idata, sources: Sequence[str] | None = None) -> list[dict]:
     fit_chi2 = np.asarray(const["fit_chi2"].values, np.float64)
     fit_dof = np.asarray(const["fit_dof"].values, np.int64)
     window = np.asarray(const["rv_window"].values, np.float64) if "rv_window" in const else None
-    bounds = setup.get("fit", {}).get("bounds", {})
+    bounds = setup.get("bounds") or setup.get("fit", {}).get("bounds", {})
+    velocities = [n for n in setup.get("velocities", ["rv"]) if n in names]
     labels = set(setup.get("labels", []))
-    draws = {n: np.asarray(post[n].values, np.float64) for n in names}  # (C, S, B)
+    draws = {n: np.asarray(post[n].values, np.float64) for n in stat_names}  # (C, S, B)
     rows = []
     for b, star in enumerate(stars):
         row: dict = {"id": star, "source": str(sources[b])}
-        samples = np.column_stack([draws[n][:, :, b].reshape(-1) for n in names])
+        every = np.column_stack([draws[n][:, :, b].reshape(-1) for n in stat_names])
+        samples = every[:, :len(names)]
         failed = not np.all(np.isfinite(samples))
         flags = int(fit_flags[b]) & int(INHERITED_FLAGS)
         messages = []
-        for j, name in enumerate(names):
-            x = samples[:, j]
+        for j, name in enumerate(stat_names):
+            x = every[:, j]
             q16, q50, q84 = np.percentile(x, [16, 50, 84]) if not failed else (np.nan,) * 3
             row.update({
                 f"{name}_mean": float(np.mean(x)), f"{name}_sd": float(np.std(x, ddof=1)),
@@ -115,8 +120,8 @@ def summarize(idata, sources: Sequence[str] | None = None) -> list[dict]:
         at_cap = float(np.mean(depth[:, :, b] >= max_depth)) if nuts else float("nan")
         if nuts and at_cap > TREE_DEPTH_RATE_LIMIT and not failed:
             flags |= int(Flags.TREE_DEPTH)
-        if window is not None and "rv" in names and not failed and window[b, 1] > window[b, 0]:
-            rv = samples[:, names.index("rv")]
+        if window is not None and velocities and not failed and window[b, 1] > window[b, 0]:
+            rv = samples[:, [names.index(n) for n in velocities]]
             span = window[b, 1] - window[b, 0]
             if rv.min() <= window[b, 0] + 1e-3 * span or rv.max() >= window[b, 1] - 1e-3 * span:
                 flags |= int(Flags.RV_AT_LIMIT)
@@ -134,10 +139,11 @@ def summarize(idata, sources: Sequence[str] | None = None) -> list[dict]:
     return rows
 
 
-def failed_summary_row(names: Sequence[str], id_: str, source: str, message: str) -> dict:
+def failed_summary_row(names: Sequence[str], id_: str, source: str, message: str,
+                       derived: Sequence[str] = ()) -> dict:
     """The row of a spectrum that could not be read or sampled (flag FAILED)."""
     row: dict = {"id": id_, "source": source}
-    for name in names:
+    for name in (*names, *derived):
         for stat in _STATS:
             row[f"{name}_{stat}"] = float("nan")
     n = len(names)
@@ -147,12 +153,12 @@ def failed_summary_row(names: Sequence[str], id_: str, source: str, message: str
     return row
 
 
-def summary_table(rows, names, meta: dict | None = None):
+def summary_table(rows, names, meta: dict | None = None, derived: Sequence[str] = ()):
     """An astropy Table of summary rows (columns of :func:`summary_columns`)."""
     from astropy.table import Table
 
     rows = list(rows)
-    cols = summary_columns(names)
+    cols = summary_columns(names, derived)
     n = len(names)
     data = {c: [r[c] for r in rows] for c in cols}
     data["covariance"] = (np.stack([np.asarray(c, np.float64).reshape(n, n) for c in data["covariance"]])
@@ -161,6 +167,8 @@ def summary_table(rows, names, meta: dict | None = None):
     for c in ("id", "source", "message"):
         table[c] = table[c].astype(str)
     table.meta["PARAMS"] = ",".join(names)
+    if derived:
+        table.meta["DERIVED"] = ",".join(derived)
     table.meta["FLAGS"] = "; ".join(f"{f.value}={f.name}" for f in Flags)
     for key, value in (meta or {}).items():
         table.meta[key] = value
