@@ -63,26 +63,6 @@ def test_twin_components_reproduce_the_single_star(binspec, weights):
         assert float(cm.loglike(cm.pack(other), obs)) == pytest.approx(single, abs=1e-5 * abs(single))
 
 
-def test_composite_gradients_float64(binspec, x64):
-    """check_grads of the composite log-likelihood (physical weights) in float64."""
-    import jax.numpy as jnp
-    from jax.test_util import check_grads
-
-    from jaxpayne.forward import CompositeModel, loglike
-
-    folder, model, nets = binspec
-    fm = _forward(model)
-    obs = _observation(fm, folder, model)
-    obs = obs._replace(flux=obs.flux.astype(jnp.float64), ivar=obs.ivar.astype(jnp.float64),
-                       wavelength=jnp.asarray(np.asarray(model.wavelength, np.float64)))
-    cm = CompositeModel(fm, weights="tied", **nets)
-    theta = jnp.asarray(cm.pack(dict(teff_1=5600.0, logg_1=4.4, feh=-0.1, mg_fe=0.05, vmacro_1=4.0, rv_1=3.0,
-                                     vmacro_2=5.0, rv_2=-20.0, q=0.8)), jnp.float64)
-    scale = jnp.asarray(np.where(np.isfinite(cm.upper - cm.lower), cm.upper - cm.lower, 1.0))
-    check_grads(lambda u: loglike(cm, theta + u * scale, obs) / 1e4, (jnp.zeros_like(theta),), order=1,
-                modes=["fwd", "rev"], eps=1e-6, atol=2e-3, rtol=2e-3)
-
-
 def test_binary_fits_mock_binaries_and_the_real_sb2(binspec):
     """One batch: mock binaries with known truth (labels, q and both rvs recovered within their
     errors) and the real combined spectrum 2M13012770+5754582, which binspec fits as a binary."""

@@ -89,7 +89,9 @@ def test_stitched_likelihood_is_the_sum_over_visits(binspec):
 
 
 def test_orbit_gradients_float64(binspec, x64):
-    """check_grads of an orbit's log-likelihood (tied binary, 3 visits of 600 pixels) in float64."""
+    """check_grads of an orbit's log-likelihood (tied binary, 3 visits of 600 pixels) in float64:
+    the composite's gradients (physical weights, the companion network, both stars' Doppler
+    shifts and broadening) through the multi-visit wrapper, forward and reverse mode."""
     import jax.numpy as jnp
     from jax.test_util import check_grads
 

@@ -85,7 +85,8 @@ def multistart_lm(model, obs, window, starts, lower, upper, *, settings, options
         settings: likelihood settings.
         options: optimiser settings of the refinement.
         offset, scale: (n,) the unit scaling θ = offset + scale·u the optimiser works in.
-        explore_iterations: iterations from each start before the best is refined.
+        explore_iterations: iterations from each start before the best is refined (static); 0:
+            refine the start of lowest χ².
 
     Returns:
         (:class:`MultistartFit`, the restricted observation, its prepared data).
@@ -105,13 +106,18 @@ def multistart_lm(model, obs, window, starts, lower, upper, *, settings, options
     lower = ((lower - offset) / scale).astype(dtype)
     upper = ((upper - offset) / scale).astype(dtype)
     u0 = ((starts - offset) / scale).astype(dtype)
-    explore = options._replace(max_iter=explore_iterations)
-    runs = jax.vmap(lambda u: levenberg_marquardt(residuals_u, u, lower, upper, explore))(u0)
-    best = jnp.argmin(jnp.where(jnp.isfinite(runs.cost), runs.cost, jnp.inf))
-    final = levenberg_marquardt(residuals_u, runs.x[best], lower, upper, options)
+    if explore_iterations > 0:
+        explore = options._replace(max_iter=explore_iterations)
+        runs = jax.vmap(lambda u: levenberg_marquardt(residuals_u, u, lower, upper, explore))(u0)
+        cost, x, n_explore = runs.cost, runs.x, jnp.sum(runs.n_iter)
+    else:  # the best start by its χ² alone: one optimiser in the compiled program, not two
+        x = jnp.clip(u0, lower, upper)
+        cost = jax.vmap(lambda u: jnp.sum(residuals_u(u) ** 2))(x)
+        n_explore = jnp.zeros((), jnp.int32)
+    best = jnp.argmin(jnp.where(jnp.isfinite(cost), cost, jnp.inf))
+    final = levenberg_marquardt(residuals_u, x[best], lower, upper, options)
     fit = MultistartFit(final.x * scale + offset, final.jacobian, final.cost, jnp.sum(data.used),
-                        marginal_terms(model, data), final.n_iter + jnp.sum(runs.n_iter), final.converged,
-                        n_clipped)
+                        marginal_terms(model, data), final.n_iter + n_explore, final.converged, n_clipped)
     return fit, obs, data
 
 
