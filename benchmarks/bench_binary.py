@@ -8,7 +8,7 @@ the same batch (the compile excluded: every call is made twice, the second timed
 weights), its per-visit fits and the joint SB1 comparison, with binspec's result on the same
 visits.
 
-    python benchmarks/bench_binary.py [--n 16] [--weights tied]
+    python benchmarks/bench_binary.py [--n 16] [--weights tied] [--plot binary_fit.png]
     python benchmarks/bench_binary.py --visits
     python benchmarks/bench_binary.py --sample [--chains 2 --warmup 300 --samples 300]
 
@@ -50,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=16, help="mock binaries in the batch")
     parser.add_argument("--weights", default="tied", choices=["ratio", "physical", "tied"])
+    parser.add_argument("--plot", metavar="PNG", help="draw the real star's data, single and binary fits, residuals")
     parser.add_argument("--visits", action="store_true", help="the joint fit of three real visits instead")
     parser.add_argument("--sample", action="store_true", help="the NUTS posterior of the real binary instead")
     parser.add_argument("--chains", type=int, default=2)
@@ -90,6 +91,8 @@ def main() -> None:
           f"{row['delta_bic']:.1f}, chi2_red {result.chi2[0] / result.dof[0]:.3f}, flags {result.flags[0]}")
     print(f"  one star, single + binary: {seconds:.2f} s (binspec, numpy, one thread: "
           f"{BINSPEC['seconds_single'] + BINSPEC['seconds_binary']:.2f} s)")
+    if args.plot:
+        plot_fits(fitter, real, result, args.plot)
 
     rng = np.random.default_rng(1)
     template = fitter.observation(wave, np.ones_like(wave), np.ones_like(wave), segment=segment)
@@ -122,6 +125,50 @@ def main() -> None:
           f"({args.n / seconds:.2f} binaries/s)")
     print(f"  single-star fits alone:                 {seconds_single:.2f} s = {seconds_single / args.n:.3f} s/star "
           f"({args.n / seconds_single:.2f} stars/s)")
+
+
+#: Windows [Å] of the residual plot: strong Fe, Mg, OH and CN lines on each APOGEE chip.
+PLOT_WINDOWS = ((15190.0, 15290.0), (15950.0, 16050.0), (16700.0, 16800.0))
+
+
+def plot_fits(fitter, obs, result, path) -> None:
+    """Data, the single-star and the binary fits and both residuals in three windows, after the
+    same continuum step (``normalized``), at the fits' own parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    theta = result.theta[0]
+    single = np.array([result.extra[f"single_{n}"][0] for n in fitter.single.param_names])
+    settings = fitter.settings
+    m_bin, data, ivar = (np.asarray(a) for a in fitter.forward.normalized(theta, obs, settings=settings))
+    m_one = np.asarray(fitter.single.forward.normalized(single, obs, settings=settings)[0])
+    wave = np.asarray(obs.wavelength)
+    good = ivar > 0
+    fig, axes = plt.subplots(2, len(PLOT_WINDOWS), figsize=(15, 6), sharex="col",
+                             gridspec_kw={"height_ratios": [3, 1.4]})
+    for k, (lo, hi) in enumerate(PLOT_WINDOWS):
+        sel = good & (wave >= lo) & (wave <= hi)
+        top, bottom = axes[0, k], axes[1, k]
+        top.plot(wave[sel], data[sel], "k.", ms=2, label="APOGEE")
+        top.plot(wave[sel], m_one[sel], color="C0", lw=1, label=f"single (chi2 {result.extra['chi2_single'][0]:.0f})")
+        top.plot(wave[sel], m_bin[sel], color="C3", lw=1, label=f"binary (chi2 {result.chi2[0]:.0f})")
+        sigma = 1.0 / np.sqrt(ivar[sel])
+        bottom.fill_between(wave[sel], -sigma, sigma, color="0.85", lw=0)
+        bottom.plot(wave[sel], data[sel] - m_one[sel], color="C0", lw=0.8)
+        bottom.plot(wave[sel], data[sel] - m_bin[sel], color="C3", lw=0.8)
+        bottom.set_xlabel("wavelength [Å, vacuum]")
+        if k == 0:
+            top.set_ylabel("normalised flux")
+            bottom.set_ylabel("data − model")
+            top.legend(loc="lower left", fontsize=8)
+    row = {n: theta[j] for j, n in enumerate(fitter.param_names)}
+    fig.suptitle(f"2M13012770+5754582: Δχ² = {result.extra['delta_chi2'][0]:.0f}, q = {row.get('q', np.nan):.2f}, "
+                 f"rv₁ = {row['rv_1']:.1f}, rv₂ = {row['rv_2']:.1f} km/s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"  wrote {path}")
 
 
 def visits(weights: str) -> None:
