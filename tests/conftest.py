@@ -9,12 +9,6 @@ import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
-# The suite is compile-bound (hundreds of small programs, each run a few times): XLA's expensive
-# optimisation passes cost more than they save. Measured on the 2-core dev machine: the joint
-# 3-visit orbit test 137 s → 83 s, the sampling tests 270 s → 188 s. Results agree with the
-# optimised build within every tolerance here; benchmarks (not run through this file) and users
-# keep the full optimisation. Set JAX_DISABLE_MOST_OPTIMIZATIONS=0 to test the optimised build.
-os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # The suite compiles the same programs many times over (every test builds its own fitter): a
 # persistent compilation cache in a fresh folder, shared by the xdist workers (who inherit this
 # variable from the controller), makes every compile after the first a disk read. Never the
