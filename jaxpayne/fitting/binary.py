@@ -37,7 +37,8 @@ import numpy as np
 
 from jaxpayne.fitting.fitter import BOUND_TOLERANCE, RV_WINDOW, BatchFit, Fitter, Flags
 from jaxpayne.fitting.lm import LMOptions
-from jaxpayne.fitting.multistart import EXPLORE_ITERATIONS, batch_result, multistart_lm, restrict_pixels
+from jaxpayne.fitting.multistart import (EXPLORE_ITERATIONS, batch_result, multistart_lm, restrict_pixels,
+                                         window_bounds)
 from jaxpayne.forward.composite import Q_BOUNDS, CompositeModel
 
 __all__ = ["BinaryFitter", "DEFAULT_RV_SPAN", "DEFAULT_RV_STEP", "comparison_columns"]
@@ -283,12 +284,7 @@ class BinaryFitter:
         window, and for ``tied`` weights q ≥ the smallest mass ratio whose companion the
         emulator's box holds (binspec's ``min_q``, see :meth:`q_floor`; the companion's
         labels are clipped to the box, so below it q would only move log g₂)."""
-        batch = windows.shape[0]
-        lower = np.repeat(self.space.free_lower[None], batch, axis=0).astype(np.float64)
-        upper = np.repeat(self.space.free_upper[None], batch, axis=0).astype(np.float64)
-        for name in self._rv_names:
-            k = self.param_names.index(name)
-            lower[:, k], upper[:, k] = windows[:, 0], windows[:, 1]
+        lower, upper = window_bounds(self.space, self._rv_names, windows)
         if self.weights == "tied" and "q" in self.param_names:
             k = self.param_names.index("q")
             lower[:, k] = np.minimum(self.q_floor(theta_single), upper[:, k] - 1e-3)

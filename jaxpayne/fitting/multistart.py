@@ -29,7 +29,7 @@ from jaxpayne.fitting.fitter import (
 )
 from jaxpayne.fitting.lm import LMOptions, levenberg_marquardt
 
-__all__ = ["EXPLORE_ITERATIONS", "MultistartFit", "batch_result", "multistart_lm", "restrict_pixels"]
+__all__ = ["EXPLORE_ITERATIONS", "MultistartFit", "batch_result", "multistart_lm", "restrict_pixels", "window_bounds"]
 
 #: Levenberg–Marquardt iterations from each start before the best is refined.
 EXPLORE_ITERATIONS = 6
@@ -57,6 +57,19 @@ class MultistartFit(NamedTuple):
     n_iter: Any
     converged: Any
     n_clipped: Any
+
+
+def window_bounds(space, velocity_names, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, n) lower and upper bounds: the box of ``space``'s free parameters, with every
+    velocity in ``velocity_names`` confined to its spectrum's (B, 2) window [km/s]."""
+    batch = windows.shape[0]
+    names = space.free_names
+    lower = np.repeat(space.free_lower[None], batch, axis=0).astype(np.float64)
+    upper = np.repeat(space.free_upper[None], batch, axis=0).astype(np.float64)
+    for name in velocity_names:
+        k = names.index(name)
+        lower[:, k], upper[:, k] = windows[:, 0], windows[:, 1]
+    return lower, upper
 
 
 def restrict_pixels(model, obs, window):

@@ -34,7 +34,7 @@ import numpy as np
 from jaxpayne.fitting.binary import BinaryFitter, comparison_columns
 from jaxpayne.fitting.fitter import RV_WINDOW, BatchFit, Fitter, Flags
 from jaxpayne.fitting.lm import LMOptions
-from jaxpayne.fitting.multistart import batch_result, multistart_lm
+from jaxpayne.fitting.multistart import batch_result, multistart_lm, window_bounds
 from jaxpayne.forward.observation import pad_observations
 from jaxpayne.forward.visits import Q_DYN_BOUNDS, MultiVisitModel
 
@@ -284,12 +284,7 @@ class VisitFitter:
     def bounds(self, windows: np.ndarray, theta_single: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, n) bounds: the box, every velocity (and γ) inside the star's window, and the visit
         fitter's own bounds (a tied binary's q floor) for the parameters it shares."""
-        batch = windows.shape[0]
-        lower = np.repeat(self.space.free_lower[None], batch, axis=0).astype(np.float64)
-        upper = np.repeat(self.space.free_upper[None], batch, axis=0).astype(np.float64)
-        for name in self._rv_names:
-            k = self.param_names.index(name)
-            lower[:, k], upper[:, k] = windows[:, 0], windows[:, 1]
+        lower, upper = window_bounds(self.space, self._rv_names, windows)
         if self.is_binary and "q" in self.param_names:
             # the per-visit single-star fit of the best-resolved visit sets the q floor
             k = self.param_names.index("q")
