@@ -25,7 +25,7 @@ batch of these stars and chains would reach), the r_hat / ess_bulk
 figures of :func:`jaxpayne.sampling.summarize`, divergences and, for mocks, the coverage of the
 truths by the 68 % central intervals.
 
-    python benchmarks/bench_sample.py one [--chain-methods sequential,vectorized]
+    python benchmarks/bench_sample.py one [--chain-methods sequential,parallel,vectorized]
     python benchmarks/bench_sample.py many --model binspec --stars 64,256 --chains 2 --warmup 150 \\
         --samples 150 --pixels 0:600 [--chain-methods sequential,vectorized] [--repeat]
 """
@@ -231,6 +231,12 @@ def job_many(job: dict) -> dict:
 
 
 def run_job(job: dict) -> dict:
+    if job["chain_method"] == "parallel":  # one CPU host device per core, before JAX starts
+        import os
+
+        import numpyro
+
+        numpyro.set_host_device_count(os.cpu_count())
     result = job_one(job) if job["mode"] == "one" else job_many(job)
     result["process_wall_s"] = time.perf_counter() - T_PROCESS
     return result
@@ -287,7 +293,8 @@ def main():
     parser.add_argument("--max-tree-depth", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chain-methods", default=None,
-                        help="comma-separated: sequential, vectorized (default: both for 'one', vectorized for 'many')")
+                        help="comma-separated: sequential, parallel (one CPU device per core), vectorized "
+                        "(default: all three for 'one', vectorized for 'many')")
     parser.add_argument("--binspec-mask", action="store_true", help="one: apply binspec's pixel mask")
     parser.add_argument("--model", choices=["binspec", "mlp25"], default="binspec", help="many: the emulator")
     parser.add_argument("--stars", default="64,256", help="many: comma-separated star counts")
@@ -304,7 +311,7 @@ def main():
         print("RESULT " + json.dumps(run_job(json.loads(args.job))), flush=True)
         return
     if args.chain_methods is None:
-        args.chain_methods = "sequential,vectorized" if args.mode == "one" else "vectorized"
+        args.chain_methods = "sequential,parallel,vectorized" if args.mode == "one" else "vectorized"
     import jax
 
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "

@@ -355,9 +355,10 @@ def _add_sample(sub):
                    "joint log-density f(values) (default: uniform over the model's box)")
     p.add_argument("--max-tree-depth", type=int, default=8, help="cap of the NUTS tree depth (default 8)")
     p.add_argument("--target-accept", type=float, default=0.8, help="target acceptance probability (default 0.8)")
-    p.add_argument("--chain-method", choices=["auto", "vectorized", "sequential"], default="auto",
-                   help="chains and stars in lockstep (vectorized: GPUs) or one after another (sequential); "
-                   "auto (default) picks vectorized on a GPU/TPU, sequential on a CPU")
+    p.add_argument("--chain-method", choices=["auto", "vectorized", "sequential", "parallel"], default="auto",
+                   help="chains and stars in lockstep (vectorized: GPUs), one after another (sequential), or one "
+                   "after another on each CPU core (parallel); auto (default) picks vectorized on a GPU/TPU, "
+                   "parallel on a CPU")
     p.add_argument("--algorithm", choices=["NUTS", "HMC"], default="NUTS",
                    help="NUTS (default) or fixed-length HMC in the whitened coordinates (even lockstep)")
     p.add_argument("--trajectory-length", type=float, default=2.5,
@@ -680,10 +681,24 @@ def _cmd_demo(args) -> int:
 _SUBCOMMANDS = [_add_demo, _add_train, _add_info, _add_convert, _add_fit, _add_sample, _add_crlb]
 
 
+def _one_device_per_core() -> None:
+    """Give JAX one CPU host device per core, so that ``sample`` runs its chains in parallel
+    (``chain_method="parallel"``: 4 chains of one APOGEE star, 75 → 49 s on 2 cores, see
+    ``benchmarks/README.md``). Left alone when ``XLA_FLAGS`` already sets a device count; no
+    effect on GPUs and TPUs, nor once JAX's CPU backend has started."""
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    import numpyro
+
+    numpyro.set_host_device_count(os.cpu_count() or 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "sample":
+        _one_device_per_core()
     from jaxpayne.compilation_cache import enable
 
     enable()  # a second run with the same model and shapes compiles nothing (opt out: JAXPAYNE_COMPILATION_CACHE=0)

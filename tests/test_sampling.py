@@ -19,7 +19,7 @@ def test_prior_forms_and_errors(emulator, fitter, tmp_path):
     with pytest.raises(ValueError, match="64-bit"):
         Sampler(emulator, dtype="float64", fitter=sampler.fitter)
     with pytest.raises(ValueError, match="chain_method"):
-        Sampler(emulator, chain_method="parallel", fitter=sampler.fitter)
+        Sampler(emulator, chain_method="threads", fitter=sampler.fitter)
     assert as_prior(None).is_uniform
     assert as_prior({"logg": dist.Normal(3.0, 0.1)}).distributions["logg"].loc == 3.0
     joint = as_prior(lambda v: -v["feh"] ** 2)

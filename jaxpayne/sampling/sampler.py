@@ -13,7 +13,9 @@ Under ``vmap`` a NUTS iteration lasts as long as the longest trajectory in the b
 depth is capped (:data:`DEFAULT_MAX_TREE_DEPTH`) and the *lockstep efficiency* — mean leapfrog
 steps over the mean of each iteration's largest — is measured and recorded. ``chain_method=
 "sequential"`` runs the chains one after another instead (no lockstep cost; on a CPU with few
-cores often the faster choice for one star).
+cores often the faster choice for one star), and ``"parallel"`` does that on every local device
+at once, the chains split over them (on a CPU, one host device per core:
+:func:`numpyro.set_host_device_count`).
 
 The pixels: each star's likelihood uses the pixels the model covers at every velocity of
 rv₀ ± :data:`~jaxpayne.fitting.fitter.RV_WINDOW` (rv₀ the fit's), the same pixel set at every
@@ -30,6 +32,7 @@ group beside the sampled parameters — the posterior of the mass ratio q and of
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -49,6 +52,8 @@ DEFAULT_MAX_TREE_DEPTH = 8
 DENSE_MASS_LIMIT = 30
 #: Iterations per compiled call (the progress bar's granularity).
 SEGMENT = 100
+#: ``chain_method`` choices of :class:`Sampler`.
+CHAIN_METHODS = ("auto", "vectorized", "sequential", "parallel")
 #: Spread of the chains' starts, in units of the Laplace standard deviations.
 START_SPREAD = 0.5
 #: Fraction of a bound's range kept between a start and the bound.
@@ -68,11 +73,14 @@ class Sampler:
         max_tree_depth: cap of the NUTS tree depth.
         target_accept: target acceptance probability of the step-size adaptation.
         dense_mass: dense mass matrix (default: when there are ≤ 30 parameters).
-        chain_method: ``"vectorized"`` (stars and chains ``vmap``-ed in lockstep; the GPU
-            choice), ``"sequential"`` (one chain after another, no lockstep cost) or ``"auto"``
-            (default: vectorized on a GPU/TPU, sequential on a CPU, where vmapped chains gain
-            little and the per-pixel networks' batched contractions are slow; see
-            ``benchmarks/README.md``).
+        chain_method: ``"vectorized"`` (stars and chains ``vmap``-ed in lockstep, the batch
+            split over the local devices; the GPU choice), ``"sequential"`` (one chain after
+            another on one device, no lockstep cost), ``"parallel"`` (one chain after another
+            on each local device, the chains split over the devices: on a CPU, one device per
+            core with :func:`numpyro.set_host_device_count`) or ``"auto"`` (default: vectorized
+            on a GPU/TPU; on a CPU parallel when there are several devices, else sequential —
+            vmapped chains gain little there and the per-pixel networks' batched contractions
+            are slow; see ``benchmarks/README.md``).
         noise_scale: sample a factor on every uncertainty (``noise_scale``) too.
         algorithm: ``"NUTS"`` (default) or ``"HMC"``: static HMC with a fixed trajectory length
             in the whitened coordinates (every star's trajectory has about the same number of
@@ -123,10 +131,13 @@ class Sampler:
 
         if chains < 1 or warmup < 1 or samples < 1:
             raise ValueError("chains, warmup and samples must be >= 1")
-        if chain_method not in ("auto", "vectorized", "sequential"):
-            raise ValueError(f"chain_method must be 'auto', 'vectorized' or 'sequential', got {chain_method!r}")
+        if chain_method not in CHAIN_METHODS:
+            raise ValueError(f"chain_method must be one of {', '.join(map(repr, CHAIN_METHODS))}, got {chain_method!r}")
         if chain_method == "auto":
-            chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
+            if jax.default_backend() != "cpu":
+                chain_method = "vectorized"
+            else:
+                chain_method = "parallel" if jax.local_device_count() > 1 else "sequential"
         if not 1 <= int(max_tree_depth) <= 15:
             raise ValueError("max_tree_depth must be in 1..15")
         if not 0.0 < float(target_accept) < 1.0:
@@ -231,7 +242,8 @@ class Sampler:
         import jax
 
         init_kernel, sample_kernel = self._kernels()
-        over = _vectorize if self.chain_method == "vectorized" else _sequential
+        devices = jax.local_devices() if self.chain_method in ("parallel", "vectorized") else jax.local_devices()[:1]
+        over = functools.partial(_over_grid, vectorize=self.chain_method == "vectorized", devices=devices)
 
         def init_one(obs, fixed, window, centre, chol, w0, key):
             obs, data = self._star_inputs(obs, fixed, window)
@@ -260,8 +272,6 @@ class Sampler:
         return init, self._compiled["advance"]
 
     def _advance(self, length: int, keep: bool):
-        import functools
-
         import jax
 
         self._functions()
@@ -549,33 +559,47 @@ def _segment_length(warmup: int, samples: int) -> int:
     return min(SEGMENT, max(warmup, samples))
 
 
-def _vectorize(fn, chain_axes):
-    """vmap over chains (inner) and stars (outer)."""
+def _over_grid(fn, chain_axes, *, vectorize: bool, devices):
+    """Map ``fn`` over the (star, chain) grid of a batch.
+
+    The arguments whose ``chain_axes`` entry is 0 carry (B, C, ...) leaves, the others (B, ...)
+    (one value per star, shared by its chains). The grid is flattened to B·C items, padded to a
+    multiple of ``len(devices)`` and split over the devices (:func:`jax.shard_map`); each
+    device runs its share ``vmap``-ed in lockstep (``vectorize``) or one chain after another
+    (:func:`jax.lax.map`). The result has (B, C, ...) leaves.
+    """
     import jax
+    import jax.numpy as jnp
 
-    inner = jax.vmap(fn, in_axes=chain_axes)
-    return jax.vmap(inner, in_axes=0)
+    n_dev = len(devices)
+    if vectorize:
+        body = jax.vmap(fn)
+    else:
+        def body(*items):
+            return jax.lax.map(lambda x: fn(*x), items)
+    if n_dev > 1:
+        from jax.sharding import Mesh, PartitionSpec
 
+        spec = PartitionSpec("grid")
+        body = jax.shard_map(body, mesh=Mesh(np.asarray(devices), ("grid",)), in_specs=spec, out_specs=spec,
+                                check_vma=False)  # NumPyro's conds mix per-device and constant values
 
-def _sequential(fn, chain_axes):
-    """lax.map over stars and chains: one chain at a time (no lockstep)."""
-    import jax
+    def over_grid(*args):
+        per_chain = [axis == 0 for axis in chain_axes]
+        b, c = jax.tree_util.tree_leaves(args[per_chain.index(True)])[0].shape[:2]
+        pad = (-b * c) % n_dev
 
-    def over_chains(*args):
-        mapped = [i for i, axis in enumerate(chain_axes) if axis == 0]
+        def flatten(a, chained):
+            if not chained:
+                a = jnp.broadcast_to(a[:, None], (b, c) + a.shape[1:])
+            a = a.reshape((b * c,) + a.shape[2:])
+            return jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
 
-        def one(sliced):
-            full = list(args)
-            for i, value in zip(mapped, sliced):
-                full[i] = value
-            return fn(*full)
+        items = tuple(jax.tree_util.tree_map(lambda a, ch=ch: flatten(a, ch), arg) for arg, ch in zip(args, per_chain))
+        out = body(*items)
+        return jax.tree_util.tree_map(lambda a: a[: b * c].reshape((b, c) + a.shape[1:]), out)
 
-        return jax.lax.map(one, tuple(args[i] for i in mapped))
-
-    def over_stars(*args):
-        return jax.lax.map(lambda a: over_chains(*a), args)
-
-    return over_stars
+    return over_grid
 
 
 def sample(model, spectra, *, prior=None, chains: int = 4, warmup: int = 1000, samples: int = 1000,

@@ -1,0 +1,49 @@
+"""Several devices: the sampler's chains split over two CPU host devices give the draws one
+device gives (the test session has one device, so this runs in a subprocess with two)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = r"""
+import json, sys
+import numpyro
+numpyro.set_host_device_count(2)
+import jax
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from _sampling_setup import OPTIONS, batch_of, obs_wave, simulate
+from jaxpayne.fitting import Fitter
+from jaxpayne.forward.synthetic import SyntheticLineEmulator
+from jaxpayne.sampling import Sampler
+
+assert jax.local_device_count() == 2
+wave = np.exp(np.linspace(np.log(5000.0), np.log(5030.0), 360))
+emulator = SyntheticLineEmulator(wave, n_lines=14, seed=5)
+fitter = Fitter(emulator, **OPTIONS)
+out = {"auto": Sampler(emulator, fitter=fitter).chain_method}
+draws = {}
+for method in ("sequential", "parallel"):
+    # 1 star x 3 chains: an odd grid, padded to split over the two devices
+    sampler = Sampler(emulator, chains=3, warmup=30, samples=20, chain_method=method, fitter=fitter)
+    spectra = simulate(sampler.forward, np.array([[5400.0, 3.1, -0.4, 12.0]]), seed=3)
+    idata = sampler.sample(batch_of(sampler, spectra), progress=False)
+    draws[method] = np.stack([idata.posterior[n].values for n in sampler.space.free_names])
+out["max_diff"] = float(np.max(np.abs(draws["sequential"] - draws["parallel"])))
+out["scale"] = float(np.max(np.abs(draws["sequential"])))
+out["shape"] = list(draws["parallel"].shape)
+print(json.dumps(out))
+"""
+
+
+def test_parallel_chains_over_two_devices_equal_one_device():
+    env = dict(os.environ, XLA_FLAGS="")  # the session's one-device flag must not reach the child
+    here = str(Path(__file__).resolve().parent)
+    run = subprocess.run([sys.executable, "-c", SCRIPT, here], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["auto"] == "parallel"  # a CPU with several devices runs the chains in parallel
+    assert out["shape"] == [4, 3, 20, 1]  # parameters, chains, draws, star
+    assert out["max_diff"] <= 1e-4 * out["scale"], out
