@@ -1,21 +1,27 @@
 """Bounded Levenberg–Marquardt for one least-squares problem, written as a pure JAX function.
 
 Minimises ``½‖r(x)‖²`` with the Jacobian from forward-mode autodiff. Steps solve
-``(JᵀJ + λ diag(JᵀJ + δ)) Δ = −Jᵀr`` (Marquardt 1963 scaling), are projected onto the box
-``[lower, upper]``, accepted when the cost drops (then λ shrinks) and rejected otherwise (λ
-grows). Every trial point is evaluated together with its Jacobian (forward mode), which the next
+``(JᵀJ + λ diag(JᵀJ + δ)) Δ = −Jᵀr`` (Marquardt 1963 scaling); parameters a step would carry out
+of the box ``[lower, upper]`` are put on their bound and the step of the others is solved again
+given that. A step is accepted when the cost drops (λ then shrinks or grows with the ratio of the
+achieved to the predicted gain, Nielsen 1999) and rejected otherwise (λ grows, faster with every
+rejection in a row). Every trial point is evaluated together with its Jacobian (forward mode), which the next
 step needs whenever this one is accepted, so an iteration costs one linearisation. The fit has
 converged when the Gauss–Newton model at the current point predicts that a further step would
 lower the cost by less than the tolerance; when an accepted step changed the cost or the
 parameters by less than the tolerances while the model predicts at most three times the tolerance
-is left; or when steps keep failing until λ > 1e12 (a minimum on a bound, or float rounding) and
-the model agrees (otherwise the fit stops unconverged).
+is left; when a rejected step was itself predicted to gain less than the tolerance (the trust
+region has collapsed: every longer step failed, and no shorter one can gain more — a minimum on a
+kink of a piecewise-linear emulator, where the full Gauss–Newton step keeps promising a gain it
+never gives); or when steps keep failing until λ > 1e12 (a minimum on a bound, or float
+rounding) and the model agrees (otherwise the fit stops unconverged).
 A non-finite cost or Jacobian at the start ends the fit unconverged. The loop is a
 ``lax.while_loop``, so the whole fit jit-compiles and vmaps over spectra and starting points.
 Work in coordinates of order unity (see :class:`~jaxpayne.fitting.Fitter`).
 
 References: Levenberg 1944, Q. Appl. Math. 2, 164; Marquardt 1963, SIAM J. Appl. Math. 11, 431;
-Nocedal & Wright 2006, *Numerical Optimization*, §10.3.
+Nielsen 1999, IMM-REP-1999-05 (DTU); Madsen, Nielsen & Tingleff 2004, *Methods for Non-Linear
+Least Squares Problems*, §3.2; Nocedal & Wright 2006, *Numerical Optimization*, §10.3.
 """
 
 from __future__ import annotations
@@ -39,8 +45,11 @@ class LMOptions(NamedTuple):
         xtol: stop when the accepted step is shorter than ``xtol`` (in the working coordinates).
         gtol: stop when the projected gradient's largest component is below ``gtol``.
         initial_damping: starting λ.
-        damping_up: factor on λ after a rejected step.
-        damping_down: factor on λ after an accepted step.
+        damping_up: factor on λ after a rejected step; it doubles at every further rejection
+            in a row.
+        damping_down: smallest factor on λ after an accepted step (the factor is
+            max(damping_down, 1 − (2ρ − 1)³), ρ the achieved over the predicted gain; Nielsen
+            1999).
     """
 
     max_iter: int = 40
@@ -49,8 +58,8 @@ class LMOptions(NamedTuple):
     xtol: float = 1e-7
     gtol: float = 1e-10
     initial_damping: float = 1e-3
-    damping_up: float = 10.0
-    damping_down: float = 0.3
+    damping_up: float = 4.0
+    damping_down: float = 1.0 / 3.0
 
 
 class LMResult(NamedTuple):
@@ -89,6 +98,7 @@ class _State(NamedTuple):
     jacobian: jax.Array
     model: _Model
     damping: jax.Array
+    nu: jax.Array
     n_iter: jax.Array
     converged: jax.Array
     done: jax.Array
@@ -150,7 +160,21 @@ def levenberg_marquardt(
     def body(state):
         model = state.model
         a = model.hess_free + state.damping * jnp.diag(model.diag)
-        x_new = jnp.clip(state.x + jnp.linalg.solve(a, -model.free_grad), lower, upper)
+        step = jnp.linalg.solve(a, -model.free_grad)
+        # parameters the step would carry out of the box go to their bound, and the others take
+        # the damped model's best step given that (clipping the whole step instead zig-zags
+        # along a bound for many iterations)
+        hit = (state.x + step < lower) | (state.x + step > upper)
+        to_bound = jnp.where(hit, jnp.clip(state.x + step, lower, upper) - state.x, 0.0)
+        both = hit[:, None] | hit[None, :]
+        a_rest = jnp.where(both, 0.0, a) + jnp.diag(jnp.where(hit, 1.0, 0.0))
+        rest = -model.free_grad - jnp.matmul(a, to_bound, precision=highest)
+        step = jnp.where(jnp.any(hit), jnp.linalg.solve(a_rest, jnp.where(hit, to_bound, rest)), step)
+        x_new = jnp.clip(state.x + step, lower, upper)
+        step = x_new - state.x
+        # the cost this damped step is predicted to gain under the Gauss–Newton model
+        step_gain = -(2.0 * jnp.dot(model.free_grad, step, precision=highest)
+                      + jnp.dot(step, jnp.matmul(model.hess_free, step, precision=highest), precision=highest))
         # the trial point is linearised at once: an accepted step (the usual case) needs its
         # Jacobian next, so each iteration costs one evaluation with its Jacobian and no more
         r_new, jac_new = linearize(x_new)
@@ -165,17 +189,29 @@ def levenberg_marquardt(
         cost = jnp.where(accept, cost_new, state.cost)
         r = jnp.where(accept, r_new, state.residual)
         jac = jnp.where(accept, jac_new, state.jacobian)
-        damping = jnp.where(accept, state.damping * options.damping_down, state.damping * options.damping_up)
+        # gain-ratio update (Nielsen 1999): an accepted step shrinks λ by up to damping_down
+        # when the model predicted its gain well (ρ ≈ 1), and raises it when it did not (ρ ≪ 1);
+        # rejections in a row raise λ ever faster (×ν, ν doubling)
+        rho = (state.cost - cost_new) / jnp.maximum(step_gain, jnp.finfo(dtype).tiny)
+        factor = jnp.maximum(options.damping_down, 1.0 - (2.0 * jnp.clip(rho, 0.0, 1.0) - 1.0) ** 3)
+        damping = jnp.where(accept, state.damping * factor, state.damping * state.nu)
+        nu = jnp.where(accept, jnp.asarray(options.damping_up, dtype), 2.0 * state.nu)
         model = gauss_newton(x, cost, r, jac)
         # a small accepted step ends the fit only where the Gauss–Newton model agrees that little
         # is left to gain (after rejections the damping makes every step small)
         near = model.predicted < 3.0 * model.tolerance
         converged = (accept & (tiny_drop | (moved < options.xtol)) & near) | model.at_minimum
-        # a step rejected at enormous damping means we sit at a (possibly bounded) minimum
-        stuck = (~accept) & (damping > 1e12) & jnp.isfinite(state.cost) & jnp.all(jnp.isfinite(model.free_grad))
+        # the trust region has collapsed: the larger steps failed, and this one, rejected too, was
+        # predicted to gain less than the tolerance, so no step the damping still allows can
+        # gain more. A minimum on a kink of a piecewise-linear (ReLU) emulator ends here, where
+        # the model keeps promising a gain the spectrum's kinks never give; a step rejected at
+        # enormous damping (a bounded minimum, float rounding) also ends the fit
+        sound = jnp.isfinite(state.cost) & jnp.all(jnp.isfinite(model.free_grad))
+        collapsed = (~accept) & (step_gain < state.model.tolerance) & sound
+        stuck = (~accept) & (damping > 1e12) & sound
         # stuck counts as converged only where the model, too, sees (almost) nothing left to gain
-        return _State(x, cost, r, jac, model, damping, state.n_iter + 1, converged | (stuck & near),
-                      converged | stuck)
+        converged = converged | collapsed | (stuck & near)
+        return _State(x, cost, r, jac, model, damping, nu, state.n_iter + 1, converged, converged | stuck)
 
     r0, jac0 = linearize(x0)
     cost0 = jnp.sum(r0 * r0)
@@ -189,6 +225,7 @@ def levenberg_marquardt(
         jac0,
         model0,
         jnp.asarray(options.initial_damping, dtype),
+        jnp.asarray(options.damping_up, dtype),
         jnp.asarray(1, jnp.int32),
         at_minimum,
         at_minimum | ~finite,  # NaN/inf cost or Jacobian at the start: give up, not "converged"
