@@ -142,6 +142,9 @@ def plot_fits(fitter, obs, result, path) -> None:
     theta = result.theta[0]
     single = np.array([result.extra[f"single_{n}"][0] for n in fitter.single.param_names])
     settings = fitter.settings
+    # the pixels both models cover at their max_rv margin (the fits' own windows are narrower)
+    covered = np.asarray(fitter.single.forward.valid_wavelength(np.asarray(obs.wavelength)))
+    obs = obs._replace(ivar=np.where(covered, np.asarray(obs.ivar), 0.0), flux=np.where(covered, np.asarray(obs.flux), 0.0))
     m_bin, data, ivar = (np.asarray(a) for a in fitter.forward.normalized(theta, obs, settings=settings))
     m_one = np.asarray(fitter.single.forward.normalized(single, obs, settings=settings)[0])
     wave = np.asarray(obs.wavelength)

@@ -171,3 +171,11 @@ def test_binary_posterior_covers_the_truth(emulator):
     assert setup["velocities"] == ["rv_1", "rv_2"] and "binary" in setup["fit"]
     window = idata.constant_data["rv_window"].values[0]
     assert window[0] < truth["rv_1"] and truth["rv_2"] < window[1]
+    # a derived label piled up on the emulator's box edge (a tied companion clipped to the
+    # box) flags the row AT_BOUND, as a sampled label there does
+    clipped = idata.posterior["teff_1"].copy(data=np.full(idata.posterior["teff_1"].shape, 4000.0))
+    idata.posterior["teff_c"] = clipped
+    idata.posterior.attrs["derived"] = "teff_c"
+    setup["bounds"]["teff_c"] = [4000.0, 7000.0]
+    idata.posterior.attrs["setup"] = json.dumps(setup)
+    assert summarize(idata)[0]["flags"] & int(Flags.AT_BOUND)

@@ -189,8 +189,9 @@ class Sampler:
             "fit": self.fitter.describe_settings(),
             "labels": list(self.forward.label_names),
             "velocities": list(self.velocity_names),
-            "bounds": {n: [float(lo), float(hi)] for n, lo, hi in
-                       zip(self.space.free_names, self.space.free_lower, self.space.free_upper)},
+            "bounds": {**{n: [float(lo), float(hi)] for n, lo, hi in
+                          zip(self.space.free_names, self.space.free_lower, self.space.free_upper)},
+                       **self._derived_bounds()},
             "posterior": self.posterior.describe(),
             "chains": self.chains, "warmup": self.warmup, "samples": self.samples,
             "max_tree_depth": self.max_tree_depth, "target_accept": self.target_accept,
@@ -198,6 +199,14 @@ class Sampler:
             "seed": self.seed, "algorithm": self.algorithm,
             **({"trajectory_length": self.trajectory_length} if self.algorithm == "HMC" else {}),
         }
+
+    def _derived_bounds(self) -> dict:
+        """The emulator's box of each derived label (a tied companion's ``teff_2``, ``logg_2``
+        are clipped to it): a posterior piled up on it is flagged AT_BOUND."""
+        base = getattr(self.forward, "base", None)
+        if base is None:
+            return {}
+        return {f"{n}_2": [float(v) for v in base.space.bounds_of(n)] for n in getattr(self.forward, "derived", ())}
 
     def observation(self, wavelength, flux, ivar=None, **options):
         """A checked observation for this sampler (see :meth:`Fitter.observation`)."""

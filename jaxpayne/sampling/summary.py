@@ -13,6 +13,7 @@ a ``message`` and the posterior ``covariance`` of the sampled parameters.
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -65,9 +66,11 @@ def summarize(idata, sources: Sequence[str] | None = None) -> list[dict]:
     setup = json.loads(post.attrs.get("setup", "{}") or "{}")
     max_depth = int(setup.get("max_tree_depth", DEFAULT_MAX_TREE_DEPTH))
     nuts = str(setup.get("algorithm", "NUTS")).upper() == "NUTS"
-    rhat = az.rhat(post[stat_names], method="rank")
-    bulk = az.ess(post[stat_names], method="bulk")
-    tail = az.ess(post[stat_names], method="tail")
+    with warnings.catch_warnings():  # a constant quantity (a companion clipped to the box) has no r_hat: NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rhat = az.rhat(post[stat_names], method="rank")
+        bulk = az.ess(post[stat_names], method="bulk")
+        tail = az.ess(post[stat_names], method="tail")
     stats = idata.sample_stats
     diverging = np.asarray(stats["diverging"].values, bool)  # (C, S, B)
     n_steps = np.asarray(stats["n_steps"].values)
@@ -99,7 +102,8 @@ def summarize(idata, sources: Sequence[str] | None = None) -> list[dict]:
                 f"{name}_r_hat": float(rhat[name].values[b]), f"{name}_ess_bulk": float(bulk[name].values[b]),
                 f"{name}_ess_tail": float(tail[name].values[b]),
             })
-            if name in labels and name in bounds and not failed:  # the emulator's labels only
+            # the emulator's labels, and the derived labels it clips to its box (a tied companion)
+            if (name in labels or name in derived) and name in bounds and not failed:
                 lo, hi = bounds[name]
                 tol = BOUND_TOLERANCE * (hi - lo) if np.isfinite(hi - lo) else 0.0
                 if q50 <= lo + tol or q50 >= hi - tol:
