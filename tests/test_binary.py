@@ -137,6 +137,16 @@ def test_composite_rejects_bad_set_ups(binspec):
         CompositeModel(_forward(model, fixed={"rv": 0.0}))
     with pytest.raises(ValueError, match="not labels of the emulator"):
         CompositeModel(fm, shared=("alpha",))
+    # an unmasked pixel beyond what the components can model: one clear error, not garbage
+    folder = binspec[0]
+    obs = _observation(fm, folder, model)
+    cm = CompositeModel(fm)
+    bad = obs._replace(ivar=np.asarray(obs.ivar).copy())
+    bad.ivar[0] = 1.0  # 15168 Å: outside the emulator's range at every velocity
+    for call in (cm.loglike, cm.normalized, cm.model_flux, cm.jacobian):
+        with pytest.raises(ValueError, match="outside the range"):
+            call(cm.initial, bad)
+    assert np.isfinite(float(cm.loglike(cm.initial, obs)))
 
 
 def test_cli_binary_needs_its_networks(binspec, capsys, tmp_path):

@@ -15,6 +15,7 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxpayne.forward import likelihood as _likelihood
 from jaxpayne.forward.likelihood import DEFAULT_SETTINGS, LikelihoodSettings
@@ -59,6 +60,17 @@ def theta_vector(model, theta) -> jax.Array:
     return theta
 
 
+def is_concrete(*arrays) -> bool:
+    """Whether every array is a concrete value (not a tracer under jit/vmap/grad)."""
+    try:
+        for a in arrays:
+            if a is not None:
+                np.asarray(a)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return False
+    return True
+
+
 class WrappedModel:
     """Mixin of the models that wrap a single-star forward model (``self.base``).
 
@@ -68,6 +80,9 @@ class WrappedModel:
     """
 
     _LEAVES: tuple[str, ...] = ("base",)
+    #: Check a concrete observation against the base model's range before the compiled calls
+    #: (one observation at the free velocities; a stitched multi-visit observation is not).
+    _RANGE_CHECK: bool = False
 
     # ------------------------------------------------------------------ pytree
     def tree_flatten(self):
@@ -111,25 +126,47 @@ class WrappedModel:
     def dtype_of(self, theta, obs):
         return self.base.dtype_of(theta, obs)
 
+    # ------------------------------------------------------------------ eager checks
+    def _check_if_concrete(self, obs: Observation, theta) -> None:
+        """The eager range check of a concrete observation (``_RANGE_CHECK`` models): every
+        unmasked pixel must be modelled by the base model at each free velocity of a concrete
+        ``theta`` (all of them, from the lowest to the highest), else a one-line ValueError."""
+        if not self._RANGE_CHECK or not is_concrete(obs.wavelength, obs.ivar, theta):
+            return
+        theta = np.asarray(theta, np.float64)
+        names = [n for n in getattr(self, "velocity_names", ()) if n in self.param_names]
+        if theta.ndim != 1 or not names:
+            return
+        rv = theta[[self.space.index(n) for n in names]]
+        self.base.check_observation(obs, (float(rv.min()), float(rv.max())))
+
     # ------------------------------------------------------------------ compiled conveniences
     def model_flux(self, theta, obs: Observation, fixed=None):
         """The model spectrum (n,) on the observed pixels at free parameters ``theta`` (a flat
         vector or a dict), before the continuum step (compiled)."""
-        return _jit_model_flux(self, theta_vector(self, theta), obs, fixed)
+        theta = theta_vector(self, theta)
+        self._check_if_concrete(obs, theta)
+        return _jit_model_flux(self, theta, obs, fixed)
 
     def loglike(self, theta, obs: Observation, fixed=None, settings: LikelihoodSettings | None = None):
         """:func:`~jaxpayne.forward.loglike` of this model (compiled)."""
-        return _jit_loglike(self, theta_vector(self, theta), obs, fixed, settings or DEFAULT_SETTINGS)
+        theta = theta_vector(self, theta)
+        self._check_if_concrete(obs, theta)
+        return _jit_loglike(self, theta, obs, fixed, settings or DEFAULT_SETTINGS)
 
     def normalized(self, theta, obs: Observation, fixed=None, settings: LikelihoodSettings | None = None):
         """(model_norm, data_norm, ivar_norm) after the continuum step (compiled); see
         :func:`~jaxpayne.forward.normalize`."""
-        out = _jit_normalize(self, theta_vector(self, theta), obs, fixed, settings or DEFAULT_SETTINGS)
+        theta = theta_vector(self, theta)
+        self._check_if_concrete(obs, theta)
+        out = _jit_normalize(self, theta, obs, fixed, settings or DEFAULT_SETTINGS)
         return out.model, out.data, out.ivar
 
     def jacobian(self, theta, obs: Observation, fixed=None, settings: LikelihoodSettings | None = None):
         """:func:`~jaxpayne.forward.jacobian` of this model's whitened residuals (compiled)."""
-        return _jit_jacobian(self, theta_vector(self, theta), obs, fixed, settings or DEFAULT_SETTINGS)
+        theta = theta_vector(self, theta)
+        self._check_if_concrete(obs, theta)
+        return _jit_jacobian(self, theta, obs, fixed, settings or DEFAULT_SETTINGS)
 
 
 def _model_flux_impl(model, theta, obs, fixed):

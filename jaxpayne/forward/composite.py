@@ -193,6 +193,7 @@ class CompositeModel(WrappedModel):
     """
 
     _LEAVES = ("base", "flux_params", "radius_params", "companion_params")
+    _RANGE_CHECK = True
 
     def __init__(self, forward, n_components: int = 2, *, weights: str = "ratio", shared=None,
                  flux=None, radius=None, companion: CompanionEmulator | None = None,

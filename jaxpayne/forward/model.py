@@ -93,15 +93,6 @@ def _piece_slices(grid: WorkingGrid):
     return out
 
 
-def _is_concrete(*arrays) -> bool:
-    try:
-        for a in arrays:
-            if a is not None:
-                np.asarray(a)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return False
-    return True
-
 
 @jax.tree_util.register_pytree_node_class
 class ForwardModel:
@@ -533,13 +524,13 @@ class ForwardModel:
     def _check_if_concrete(self, obs, fixed=None, theta=None):
         """The eager range check of a concrete observation, at the call's rv where it is concrete
         (a fitted rv in ``theta`` or a per-call fixed one), else over the rv bounds."""
-        if not _is_concrete(obs.wavelength, obs.ivar):
+        if not _protocol.is_concrete(obs.wavelength, obs.ivar):
             return
         rv = (fixed or {}).get("rv")
         if "rv" in self.param_names and theta is not None:
             rv = theta[self.space.index("rv")]
         rv_range = None
-        if rv is not None and _is_concrete(rv) and np.ndim(rv) == 0:
+        if rv is not None and _protocol.is_concrete(rv) and np.ndim(rv) == 0:
             rv_range = (float(rv), float(rv))
         self.check_observation(obs, rv_range)
 
