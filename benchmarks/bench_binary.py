@@ -107,7 +107,10 @@ def main() -> None:
         else:
             truth.update(teff_2=truth["teff_1"] - rng.uniform(400, 900), logg_2=min(4.8, truth["logg_1"] + 0.15))
             truth.update({n: rng.uniform(0.3, 0.7) for n in cm.param_names if n.startswith("flux_ratio")})
-        model_flux = np.asarray(cm.model_flux({k: v for k, v in truth.items() if k in cm.param_names}, template))
+        # the model is evaluated on every pixel; the range check wants those covered at both velocities
+        covered = fitter.single.forward.valid_wavelength(wave, tuple(sorted((truth["rv_1"], truth["rv_2"]))))
+        at_truth = template._replace(ivar=np.where(covered, 1.0, 0.0))
+        model_flux = np.asarray(cm.model_flux({k: v for k, v in truth.items() if k in cm.param_names}, at_truth))
         continuum = 1.0 + 0.1 * np.sin(wave / 300.0)
         noisy = (model_flux + rng.normal(size=wave.size) / 80.0) * continuum
         batch.append(fitter.observation(wave, noisy, error=continuum / 80.0, segment=segment))

@@ -82,7 +82,9 @@ def test_binary_fits_mock_binaries_and_the_real_sb2(binspec):
         truth = dict(teff_1=rng.uniform(5400, 6200), logg_1=rng.uniform(4.2, 4.45), feh=rng.uniform(-0.4, 0.2),
                      mg_fe=rng.uniform(0.0, 0.15), vmacro_1=rng.uniform(3, 7), rv_1=rv_1, vmacro_2=rng.uniform(3, 7),
                      rv_2=rv_1 + rng.choice([-1, 1]) * rng.uniform(25, 50), q=rng.uniform(0.65, 0.85))
-        flux = np.asarray(cm.model_flux(truth, template), np.float64)
+        covered = fitter.single.forward.valid_wavelength(wave, tuple(sorted((truth["rv_1"], truth["rv_2"]))))
+        at_truth = template._replace(ivar=np.where(covered, 1.0, 0.0))  # the composite checks its pixels
+        flux = np.asarray(cm.model_flux(truth, at_truth), np.float64)
         continuum = 1.0 + 0.1 * np.sin(wave / 300.0)
         noisy = (flux + rng.normal(size=wave.size) / snr) * continuum
         batch.append(fitter.observation(wave, noisy, error=continuum / snr, segment=segment))
