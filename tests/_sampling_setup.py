@@ -9,10 +9,15 @@ from jaxpayne.io import Spectrum
 SNR = 100.0
 
 
-@pytest.fixture(scope="module")
-def emulator():
+def make_emulator():
+    """The synthetic-line emulator of the sampling tests (also built in their subprocesses)."""
     wave = np.exp(np.linspace(np.log(5000.0), np.log(5030.0), 360))
     return SyntheticLineEmulator(wave, n_lines=14, seed=5)
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    return make_emulator()
 
 
 def obs_wave():

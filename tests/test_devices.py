@@ -14,14 +14,12 @@ numpyro.set_host_device_count(2)
 import jax
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from _sampling_setup import OPTIONS, batch_of, obs_wave, simulate
+from _sampling_setup import OPTIONS, batch_of, make_emulator, simulate
 from jaxpayne.fitting import Fitter
-from jaxpayne.forward.synthetic import SyntheticLineEmulator
 from jaxpayne.sampling import Sampler
 
 assert jax.local_device_count() == 2
-wave = np.exp(np.linspace(np.log(5000.0), np.log(5030.0), 360))
-emulator = SyntheticLineEmulator(wave, n_lines=14, seed=5)
+emulator = make_emulator()
 fitter = Fitter(emulator, **OPTIONS)
 out = {"auto": Sampler(emulator, fitter=fitter).chain_method}
 draws = {}

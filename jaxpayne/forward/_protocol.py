@@ -127,45 +127,42 @@ class WrappedModel:
         return self.base.dtype_of(theta, obs)
 
     # ------------------------------------------------------------------ eager checks
-    def _check_if_concrete(self, obs: Observation, theta) -> None:
-        """The eager range check of a concrete observation (``_RANGE_CHECK`` models): every
-        unmasked pixel must be modelled by the base model at each free velocity of a concrete
-        ``theta`` (all of them, from the lowest to the highest), else a one-line ValueError."""
+    def _checked_theta(self, theta, obs: Observation) -> jax.Array:
+        """``theta`` as a checked vector (:func:`theta_vector`), after the eager range check of a
+        concrete observation (``_RANGE_CHECK`` models): every unmasked pixel must be modelled by
+        the base model at each free velocity of a concrete ``theta`` (all of them, from the
+        lowest to the highest), else a one-line ValueError."""
+        theta = theta_vector(self, theta)
         if not self._RANGE_CHECK or not is_concrete(obs.wavelength, obs.ivar, theta):
-            return
-        theta = np.asarray(theta, np.float64)
+            return theta
         names = [n for n in getattr(self, "velocity_names", ()) if n in self.param_names]
-        if theta.ndim != 1 or not names:
-            return
-        rv = theta[[self.space.index(n) for n in names]]
-        self.base.check_observation(obs, (float(rv.min()), float(rv.max())))
+        if names:
+            rv = np.asarray(theta, np.float64)[[self.space.index(n) for n in names]]
+            self.base.check_observation(obs, (float(rv.min()), float(rv.max())))
+        return theta
 
     # ------------------------------------------------------------------ compiled conveniences
     def model_flux(self, theta, obs: Observation, fixed=None):
         """The model spectrum (n,) on the observed pixels at free parameters ``theta`` (a flat
         vector or a dict), before the continuum step (compiled)."""
-        theta = theta_vector(self, theta)
-        self._check_if_concrete(obs, theta)
+        theta = self._checked_theta(theta, obs)
         return _jit_model_flux(self, theta, obs, fixed)
 
     def loglike(self, theta, obs: Observation, fixed=None, settings: LikelihoodSettings | None = None):
         """:func:`~jaxpayne.forward.loglike` of this model (compiled)."""
-        theta = theta_vector(self, theta)
-        self._check_if_concrete(obs, theta)
+        theta = self._checked_theta(theta, obs)
         return _jit_loglike(self, theta, obs, fixed, settings or DEFAULT_SETTINGS)
 
     def normalized(self, theta, obs: Observation, fixed=None, settings: LikelihoodSettings | None = None):
         """(model_norm, data_norm, ivar_norm) after the continuum step (compiled); see
         :func:`~jaxpayne.forward.normalize`."""
-        theta = theta_vector(self, theta)
-        self._check_if_concrete(obs, theta)
+        theta = self._checked_theta(theta, obs)
         out = _jit_normalize(self, theta, obs, fixed, settings or DEFAULT_SETTINGS)
         return out.model, out.data, out.ivar
 
     def jacobian(self, theta, obs: Observation, fixed=None, settings: LikelihoodSettings | None = None):
         """:func:`~jaxpayne.forward.jacobian` of this model's whitened residuals (compiled)."""
-        theta = theta_vector(self, theta)
-        self._check_if_concrete(obs, theta)
+        theta = self._checked_theta(theta, obs)
         return _jit_jacobian(self, theta, obs, fixed, settings or DEFAULT_SETTINGS)
 
 

@@ -93,7 +93,6 @@ def _piece_slices(grid: WorkingGrid):
     return out
 
 
-
 @jax.tree_util.register_pytree_node_class
 class ForwardModel:
     """Differentiable model of the spectrum an instrument records, built around an emulator.

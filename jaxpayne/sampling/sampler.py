@@ -203,10 +203,11 @@ class Sampler:
     def _derived_bounds(self) -> dict:
         """The emulator's box of each derived label (a tied companion's ``teff_2``, ``logg_2``
         are clipped to it): a posterior piled up on it is flagged AT_BOUND."""
-        base = getattr(self.forward, "base", None)
-        if base is None:
+        if not self.derived:
             return {}
-        return {f"{n}_2": [float(v) for v in base.space.bounds_of(n)] for n in getattr(self.forward, "derived", ())}
+        space = self.forward.base.space
+        return {name: [float(v) for v in space.bounds_of(label)]
+                for name, label in zip(self.derived, self.forward.derived)}
 
     def observation(self, wavelength, flux, ivar=None, **options):
         """A checked observation for this sampler (see :meth:`Fitter.observation`)."""
