@@ -87,3 +87,21 @@ def test_library_is_capped_by_memory(emulator, monkeypatch):
     monkeypatch.setattr(presearch, "LIBRARY_MEMORY", 1)
     fitter = Fitter(emulator, rv=True, max_rv=50.0, continuum="none", templates=64, restarts=4, emulator_error=False)
     assert fitter.n_templates == 1 and fitter.restarts == 1
+
+
+def test_rv_found_when_the_box_centre_template_has_no_lines(emulator):
+    """A featureless box-centre template (a hot star; a network whose centre is flat) that fits
+    better than every other template (here: their lines exaggerated threefold) neither sets the
+    velocity nor drags it to ±max_rv: the probe templates' correlations find it."""
+    fitter = Fitter(emulator, rv=True, max_rv=300.0, continuum="filter", templates=64, emulator_error=False)
+    library = fitter._library
+    fitter._library = library._replace(spectra=(3.0 * library.spectra).at[0].set(0.0),
+                                       squares=(9.0 * library.squares).at[0].set(0.0))
+    lo, hi = emulator.bounds
+    rng = np.random.default_rng(8)
+    labels = lo + (hi - lo) * rng.uniform(0.15, 0.85, (6, 3))
+    rv = np.linspace(-150.0, 150.0, 6)
+    batch = _observations(fitter, labels, rv, noise=0.02, seed=4)
+    starts, _ = _presearch(fitter, batch)
+    found = starts[:, 0, fitter.param_names.index("rv")]
+    assert np.max(np.abs(found - rv)) < 0.5 * fitter.forward.grid.velocity_step, found - rv

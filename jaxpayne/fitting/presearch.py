@@ -9,14 +9,21 @@ start values) on the forward model's log-uniform working grid:
    50 Å; the templates are normalised by the same filter) are deposited onto the working grid at their
    rest-frame positions with the four cubic B-spline weights (the adjoint of evaluating a cubic
    spline there, so the template is interpolated as accurately as in the forward model);
-2. the χ² against template T (its spline coefficients c, and those of T²) at a shift of s nodes,
-   :math:`\\chi^2(s) = \\sum w d^2 - 2\\sum_j (wd)_j c_{j-s} + \\sum_j w_j c^{(2)}_{j-s}`, is two
-   cross-correlations, computed for all shifts at once by FFT (Tonry & Davis 1979, AJ 84, 1511,
-   with χ² weights instead of a normalised correlation);
-3. with the data deposited at the best (parabola-refined) shift of the box-centre template, all K
-   templates are scored with two dot products each (one matrix product for the whole batch);
-4. the best few are cross-correlated again, each minimum refined by a parabola through three
-   shifts, and the lowest χ² wins: its labels and velocity are the optimiser's start.
+2. the velocity is where the template's line depths :math:`L = T - 1` (zero outside its pieces)
+   best explain the data's, ``d − 1``, with a free depth scale α ≥ 0: at a shift of s nodes
+   :math:`\\chi^2_{min}(s) = \\sum w (d-1)^2 - \\max(X(s), 0)^2 / P(s)` with the cross-correlation
+   :math:`X(s) = \\sum_j (w(d-1))_j\\,c_{j-s}` and :math:`P(s) = \\sum_j w_j\\,c^{(2)}_{j-s}` (c, c⁽²⁾
+   the spline coefficients of L and L²), both computed for all shifts at once by FFT (Tonry &
+   Davis 1979, AJ 84, 1511, with χ² weights). Scaling the depths makes the score a correlation:
+   a plain χ² of a template unlike the star is lowest where the most pixels fall off the
+   template's ends (no lines, so no mismatch), which drags the velocity to ±max_rv;
+3. with the data deposited at the best (parabola-refined) shift of a few probe templates (the
+   box centre and the first Sobol points: the shift any of them explains best), all K
+   templates are scored by their plain χ², :math:`\\sum w (d - 1 - L)^2`, with two dot products
+   each (one matrix product for the whole batch);
+4. the best few get their own velocities as in step 2 within two nodes of the first (a
+   template may fit worse than no lines at all, and its own velocity is then meaningless), each
+   minimum refined by a parabola through three shifts, and the lowest plain χ² wins: its labels and velocity are the optimiser's start.
 
 This costs a few FFTs per spectrum whatever the velocity range, and replaces a χ² scan through
 the full forward model. Everything here is a composition of the forward model's public functions
@@ -49,6 +56,12 @@ LIBRARY_MEMORY = 256 * 2**20
 BUILD_CHUNK = 16
 #: Best-scoring templates whose velocity is refined before the final choice.
 CANDIDATES = 2
+#: Library templates (the box centre and the first Sobol points) whose correlations find the
+#: first velocity: a single template may have almost no lines (a hot star, or a network whose
+#: box centre is featureless), so the shift that any of them explains best is taken.
+PROBES = 4
+#: Nodes either side of the first velocity within which each candidate template refines it.
+REFINE_NODES = 2
 
 
 class TemplateLibrary(NamedTuple):
@@ -57,9 +70,10 @@ class TemplateLibrary(NamedTuple):
     Attributes:
         u: (K, n) parameters of the templates in the fitter's working coordinates (row 0: the box
             centre).
-        spectra: (K, n_pieces, N) cubic B-spline coefficients of the continuum-normalised
-            templates on the working grid.
-        squares: (K, n_pieces, N) B-spline coefficients of their squares.
+        spectra: (K, n_pieces, N) cubic B-spline coefficients of the line depths T − 1 of the
+            continuum-normalised templates on the working grid (zero in the padding between a
+            piece's ends).
+        squares: (K, n_pieces, N) B-spline coefficients of the squared line depths.
     """
 
     u: jax.Array
@@ -76,8 +90,8 @@ def build_library(forward, theta: np.ndarray, u: np.ndarray, dtype=np.float32) -
 
     Each template is broadened on the working grid with :func:`~jaxpayne.forward.working_spectrum`
     and divided, piece by piece, by its running mean (:func:`~jaxpayne.forward.smooth_continuum`,
-    the filter the data get); the ramp padding between a piece's ends is normalised by a ramp
-    between the two end values, so the periodic piece stays continuous.
+    the filter the data get); the library holds the line depths T − 1, zero in the padding
+    between a piece's ends, so a pixel shifted off a piece meets no lines.
 
     Args:
         forward: the :class:`~jaxpayne.forward.ForwardModel`.
@@ -94,17 +108,16 @@ def build_library(forward, theta: np.ndarray, u: np.ndarray, dtype=np.float32) -
     prefilter = jnp.asarray(bspline_prefilter(n_fft), jnp.result_type(dtype, jnp.complex64))
     nodes = [grid.wavelength(p) for p in range(grid.n_pieces)]
 
-    def normalise(samples):
+    def depths(samples):
+        """Line depths T − 1 of the filter-normalised template, piece by piece; zero in the padding."""
         rows = []
         for p, wave in enumerate(nodes):
             n = wave.size
-            piece = samples[p * n_fft : (p + 1) * n_fft]
-            body = piece[:n]
+            body = samples[p * n_fft : p * n_fft + n]
             smooth = smooth_continuum(body, jnp.ones_like(body), jnp.asarray(wave, dtype), width=width,
                                       wavelength_range=(float(wave[0]), float(wave[-1])))
-            body = body / jnp.where(jnp.abs(smooth) > 0, smooth, 1.0)
-            ramp = jnp.arange(1, n_fft - n + 1, dtype=dtype) / (n_fft - n + 1)
-            rows.append(jnp.concatenate([body, body[-1] + (body[0] - body[-1]) * ramp]))
+            body = body / jnp.where(jnp.abs(smooth) > 0, smooth, 1.0) - 1.0
+            rows.append(jnp.concatenate([body, jnp.zeros(n_fft - n, dtype)]))
         out = jnp.stack(rows)
         return jnp.where(jnp.isfinite(out), out, 0.0)
 
@@ -115,7 +128,7 @@ def build_library(forward, theta: np.ndarray, u: np.ndarray, dtype=np.float32) -
     @jax.vmap
     def template(t):
         values = forward.space.unflatten(t, dtype=dtype)
-        part = normalise(working_spectrum(forward, values, dtype, spline=False))
+        part = depths(working_spectrum(forward, values, dtype, spline=False))
         return coefficients(part), coefficients(part * part)
 
     spectra, squares = [], []
@@ -134,12 +147,20 @@ def library_size(requested: int, n_nodes: int) -> int:
 
 
 def _correlate(deposit_ft, template, template_square, n: int):
-    """χ² − Σwd² for every circular shift: −2 corr(wd, T) + corr(w, T²), summed over pieces."""
+    """(X, P) for every circular shift, summed over pieces: the cross-correlation of w(d − 1)
+    with the depths L, and of w with L²."""
     t_ft = jnp.fft.rfft(template, axis=-1)
     s_ft = jnp.fft.rfft(template_square, axis=-1)
     cross = jnp.fft.irfft(deposit_ft[0] * jnp.conj(t_ft), n=n, axis=-1)
     power = jnp.fft.irfft(deposit_ft[1] * jnp.conj(s_ft), n=n, axis=-1)
-    return jnp.sum(power - 2.0 * cross, axis=0)
+    return jnp.sum(cross, axis=0), jnp.sum(power, axis=0)
+
+
+def _scaled_gain(cross, power):
+    """The χ² drop max(X, 0)²/P of the best depth scale α = max(X, 0)/P ≥ 0 (0 without overlap)."""
+    tiny = jnp.finfo(power.dtype).tiny
+    positive = power > tiny
+    return jnp.where(positive, jnp.maximum(cross, 0.0) ** 2 / jnp.where(positive, power, 1.0), 0.0)
 
 
 def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index: int | None,
@@ -176,7 +197,7 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
                                   n_segments=forward.n_segments, wavelength_range=forward.filter_range)
     smooth = smooth.astype(dtype)
     smooth = jnp.where(valid & (jnp.abs(smooth) > 0), smooth, 1.0)
-    data = flux / smooth
+    depth = flux / smooth - 1.0  # the data's line depths
     weight = ivar * smooth**2
 
     # rest-frame positions on the working grid and the cubic B-spline deposit there
@@ -186,11 +207,11 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
     upper = jnp.asarray(grid.spline_upper, dtype)[which]
     base = jnp.asarray(grid.anchor_flat)[which]  # integer part kept apart: float32 precision
     offset = jnp.clip(offset, lower, upper)
-    values = jnp.stack([weight * data, weight])  # (2, n_pix)
+    values = jnp.stack([weight * depth, weight])  # (2, n_pix)
     last = n_pieces * n - 1
 
     def deposit_at(shift):
-        """Σ_i v_i T(p_i − shift) = Σ_j D_j T_j: the data deposited at their shifted positions."""
+        """Σ_i v_i L(p_i − shift) = Σ_j D_j L_j: the data deposited at their shifted positions."""
         where = offset - shift
         whole = jnp.floor(where)
         taps = cubic_bspline_weights(where - whole)  # (n_pix, 4): nodes p−1 … p+2
@@ -201,7 +222,7 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
             grid_values = grid_values.at[:, first + k].add(values * taps[:, k])
         return grid_values.reshape(2, n_pieces, n)
 
-    constant = jnp.sum(weight * data * data)
+    constant = jnp.sum(weight * depth * depth)
 
     max_shift = int(math.floor(math.atanh(forward.max_rv / SPEED_OF_LIGHT) / grid.log_step))
     max_shift = min(max_shift, n // 2 - 2)
@@ -209,10 +230,10 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
 
     deposit_ft = jnp.fft.rfft(deposit_at(jnp.zeros((), dtype)), axis=-1) if fit_rv else None
 
-    def best_shift(template, template_square):
-        curve = _correlate(deposit_ft, template, template_square, n)
-        along = curve[shifts % n]
-        k = jnp.argmin(jnp.where(jnp.isfinite(along), along, jnp.inf))
+    def refine(along, allowed=True):
+        """Shift [nodes] of the lowest value of a curve over ``shifts`` (where ``allowed``),
+        refined by a parabola."""
+        k = jnp.argmin(jnp.where(jnp.isfinite(along) & allowed, along, jnp.inf))
         k = jnp.clip(k, 1, shifts.size - 2)
         left, mid, right = along[k - 1], along[k], along[k + 1]
         curvature = left - 2.0 * mid + right
@@ -220,8 +241,22 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
         step = jnp.where(positive, 0.5 * (left - right) / jnp.where(positive, curvature, 1.0), 0.0)
         return shifts[k].astype(dtype) + jnp.clip(step, -0.5, 0.5)
 
+    def score(template, template_square):
+        """−(χ² drop) of the best depth scale at every shift of ``shifts``."""
+        cross, power = _correlate(deposit_ft, template, template_square, n)
+        return -_scaled_gain(cross[shifts % n], power[shifts % n])
+
+    def best_shift_near(template, template_square, first):
+        """The template's own best shift within REFINE_NODES of the first one (the first one
+        where it explains no lines there)."""
+        along = score(template, template_square)
+        near = jnp.abs(shifts - jnp.round(first)) <= REFINE_NODES
+        explains = jnp.any(near & (along < 0))
+        return jnp.where(explains, refine(along, near), first)
+
     if fit_rv:
-        shift = best_shift(library.spectra[0], library.squares[0])
+        probes = min(PROBES, library.spectra.shape[0])
+        shift = refine(jnp.min(jax.vmap(score)(library.spectra[:probes], library.squares[:probes]), axis=0))
         shifted = deposit_at(shift)
     else:
         shift = jnp.arctanh(jnp.asarray(rv, dtype) / SPEED_OF_LIGHT) / grid.log_step
@@ -237,7 +272,8 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
     # velocity off by a fraction of a node, enough to favour a wrong neighbour)
     n_candidates = min(max(CANDIDATES, n_best), chi2.shape[0])
     candidates = jnp.argsort(chi2)[:n_candidates]
-    refined = jax.vmap(best_shift)(library.spectra[candidates], library.squares[candidates])
+    refined = jax.vmap(best_shift_near, in_axes=(0, 0, None))(library.spectra[candidates],
+                                                             library.squares[candidates], shift)
 
     def rescore(k, a):
         at = deposit_at(a)
