@@ -285,3 +285,28 @@ def test_n_pixels_counts_only_pixels_in_the_likelihood(emulator):
     used = int(np.sum((np.asarray(obs.ivar) > 0) & (segment == 0)))
     assert result.n_pixels[0] == used
     assert result.dof[0] == used - fitter.forward.n_params
+
+
+def test_lm_continued_at_its_damping_retraces_one_run(x64):
+    """A fit stopped after k evaluations and continued from its point at its damping (the
+    fitter's straggler passes) follows the uninterrupted run: same point, same cost, the same
+    evaluations in all (the restart's re-evaluation of its start aside); the budget is traced."""
+    import jax
+    import jax.numpy as jnp
+
+    def residuals(x):
+        return jnp.array([10.0 * (x[1] - x[0] ** 2), 1.0 - x[0], 0.3 * x[2] - 0.1 * x[0]])
+
+    lower, upper, x0 = jnp.full(3, -5.0), jnp.full(3, 5.0), jnp.array([-1.2, 1.0, 0.5])
+    whole = levenberg_marquardt(residuals, x0, lower, upper, LMOptions(max_iter=60))
+
+    @jax.jit
+    def run(x, damping, budget):
+        return levenberg_marquardt(residuals, x, lower, upper, LMOptions()._replace(max_iter=budget), damping=damping)
+
+    first = run(x0, jnp.asarray(LMOptions().initial_damping), jnp.int32(6))
+    assert int(first.n_iter) == 6 and not bool(first.converged)
+    rest = run(first.x, first.damping, jnp.int32(60 - 6 + 1))
+    assert bool(whole.converged) and bool(rest.converged)
+    np.testing.assert_allclose(rest.x, whole.x, atol=1e-6)
+    assert int(first.n_iter) + int(rest.n_iter) - 1 == int(whole.n_iter)

@@ -49,6 +49,11 @@ EXPLORE_ITERATIONS = 4
 DEFAULT_TEMPLATES = 128
 #: Iterations of the batched first pass; unconverged spectra continue in a smaller batch.
 FIRST_PASS_ITERATIONS = 4
+#: Fractions of ``max_iter`` at which a straggler pass ends; the spectra still unconverged go on
+#: in the next, smaller batch (the last pass ends at ``max_iter``).
+REFINE_STAGES = (0.7,)
+#: Smallest chunk of the later straggler passes (a batch's power of two over 8, at least this).
+MIN_PASS_BATCH = 8
 #: Minimum number of usable pixels per free parameter for a fit to be attempted.
 MIN_PIXELS_PER_PARAMETER = 3
 #: Half-width [km/s] of the velocity window around the pre-search's rv the optimiser works in.
@@ -228,7 +233,7 @@ class Fitter:
         u_templates = self._template_points(self.n_templates, seed)
         self._library = build_library(fm, self.space.from_unit(u_templates), u_templates)
         self._fit_batch = jax.jit(jax.vmap(self._fit_one, in_axes=(None, 0, 0)))
-        self._refine_batch = jax.jit(jax.vmap(self._refine_one))
+        self._refine_batch = jax.jit(jax.vmap(self._refine_one, in_axes=(0, 0, 0, 0, 0, None)))
         self._scan_batch = {
             name: jax.jit(jax.vmap(functools.partial(self._chi2_scan, name=name)))
             for name in self._even
@@ -363,12 +368,15 @@ class Fitter:
         final = levenberg_marquardt(residuals_u, u_start, lower, upper, first)
         return self._finish(obs, final, n_explore, data, window, n_edge)
 
-    def _refine_one(self, obs, fixed, u_start, window):
-        """Continue Levenberg–Marquardt from ``u_start`` (a straggler of the first pass)."""
+    def _refine_one(self, obs, fixed, u_start, window, damping, budget):
+        """Continue Levenberg–Marquardt from ``u_start`` at λ = ``damping`` for at most ``budget``
+        (traced) further evaluations (a straggler of an earlier pass)."""
         residuals_u, lower, upper, data, n_edge = self._problem(obs, fixed, window)
-        remaining = self.lm_options._replace(max_iter=max(1, self.lm_options.max_iter - FIRST_PASS_ITERATIONS))
-        final = levenberg_marquardt(residuals_u, u_start.astype(obs.flux.dtype), lower, upper, remaining)
-        return self._finish(obs, final, 0, data, window, n_edge)
+        dtype = obs.flux.dtype
+        final = levenberg_marquardt(residuals_u, u_start.astype(dtype), lower, upper,
+                                    self.lm_options._replace(max_iter=budget), damping=damping)
+        # the restart re-evaluates its start point: that evaluation was counted by the last pass
+        return self._finish(obs, final._replace(n_iter=final.n_iter - 1), 0, data, window, n_edge)
 
     def _finish(self, obs, final, n_explore, data, window, n_edge):
         import jax
@@ -386,7 +394,7 @@ class Fitter:
         # JᵀJ in the working precision; where it looks ill-conditioned the host forms it again in
         # float64 from the Jacobian (float32 rounding in the product can hide a singular direction)
         return (theta, jac, fisher, final.cost, n_pixels, n_marginal, final.n_iter + n_explore,
-                final.converged, window, n_edge)
+                final.converged, window, n_edge, final.damping)
 
     def _chi2_scan(self, obs, fixed, u_best, window, name):
         """χ² of one spectrum along parameter ``name`` from 0 to its upper bound, the others at
@@ -410,34 +418,57 @@ class Fitter:
 
     # --------------------------------------------------------------------------- batches
     def _refine_stragglers(self, observations, fixed, out):
-        """Continue the spectra the first pass left unconverged, in a smaller batch.
+        """Continue the spectra the first pass left unconverged, in smaller batches.
 
         ``out`` (the first pass's arrays; numpy except the Jacobians) is updated in place.
 
         Under ``vmap`` a while-loop runs until its slowest member stops, so a batch costs as much as
-        its worst spectrum. The first pass therefore stops at :data:`FIRST_PASS_ITERATIONS`; the few
-        stragglers are gathered into a batch padded to a power of two (few compiled shapes).
+        its worst spectrum. The first pass therefore stops at :data:`FIRST_PASS_ITERATIONS`; the
+        stragglers go on to the first of :data:`REFINE_STAGES` in one batch padded to a power of
+        two, and those still unconverged to the next in chunks of one fixed size (a run meets few
+        compiled shapes; the iteration budget is traced, so every pass of one shape shares one
+        program). A fit goes on at the damping where it stopped.
         """
+        theta, cost, converged = out[0], out[3], out[7]
+        max_iter = self.lm_options.max_iter
+        ends = sorted({min(max_iter, max(FIRST_PASS_ITERATIONS + 1, int(round(f * max_iter))))
+                       for f in REFINE_STAGES} | {max_iter})
+        done = FIRST_PASS_ITERATIONS
+        # later passes run their few stragglers in chunks of one fixed size (one compiled shape
+        # for every batch of a run, whatever their number)
+        tail = max(MIN_PASS_BATCH, (1 << int(np.ceil(np.log2(theta.shape[0])))) // 8)
+        for stage, end in enumerate(ends):
+            if end <= done:
+                continue
+            # a fit that failed at its start (non-finite cost) would fail again
+            todo = np.flatnonzero(~converged.astype(bool) & np.isfinite(cost))
+            if todo.size == 0:
+                return
+            size = todo.size if stage == 0 else tail
+            for first in range(0, todo.size, size):
+                self._refine_pass(observations, fixed, out, todo[first : first + size], end - done,
+                                  floor=tail if stage else 1)
+            done = end
+
+    def _refine_pass(self, observations, fixed, out, todo, iterations, floor=1):
+        """One straggler pass: the spectra ``todo`` (a batch padded to a power of two, at least
+        ``floor``) go on for ``iterations`` more evaluations; updates ``out`` in place."""
         import jax
 
-        theta, jac, fisher, cost, n_pix, n_marginal, n_iter, converged, window, n_edge = out
-        if self.lm_options.max_iter <= FIRST_PASS_ITERATIONS:
-            return
-        # a fit that failed at its start (non-finite cost) would fail again
-        todo = np.flatnonzero(~converged.astype(bool) & np.isfinite(cost))
-        if todo.size == 0:
-            return
-        pick = _padded_pick(todo)
+        theta, _, fisher, cost, n_pix, n_marginal, n_iter, converged, window, _, damping = out
+        k = todo.size
+        pick = _padded_pick(todo, floor)
         sub, sub_fixed = jax.tree_util.tree_map(lambda a: a[pick], (observations, fixed))
         u0 = (theta[pick] - self._offset) / self._scale
-        refined = self._refine_batch(sub, sub_fixed, u0, window[pick])
-        k = todo.size
+        # one more evaluation than the pass adds: the restart evaluates its start again
+        refined = self._refine_batch(sub, sub_fixed, u0, window[pick], damping[pick], np.int32(iterations + 1))
         host = [None if i == 1 else np.asarray(a)[:k] for i, a in enumerate(refined)]
         theta[todo], fisher[todo], cost[todo] = host[0], host[2], host[3]
         n_pix[todo], n_marginal[todo] = host[4], host[5]
         n_iter[todo] += host[6]
         converged[todo] = host[7]
-        out[1] = jac.at[todo].set(refined[1][:k])
+        damping[todo] = host[10]
+        out[1] = out[1].at[todo].set(refined[1][:k])
 
     def fit(self, observations, fixed: Mapping[str, Any] | None = None) -> BatchFit:
         """Fit a batch of observations (an :class:`~jaxpayne.forward.Observation` with a leading
@@ -461,7 +492,7 @@ class Fitter:
         # the Jacobians stay on the device (only a few are ever needed here)
         out = [a if i == 1 else np.array(a) for i, a in enumerate(out)]
         self._refine_stragglers(observations, fixed, out)
-        theta, jac, fisher, cost, n_pix, n_marginal, n_iter, converged, window, n_edge = out
+        theta, jac, fisher, cost, n_pix, n_marginal, n_iter, converged, window, n_edge, _ = out
         theta = theta.astype(np.float64)
         n_par = theta.shape[1]
         fisher = fisher.astype(np.float64)
@@ -604,9 +635,10 @@ def quality_flags(space, label_names, theta, chi2, dof, converged, singular,
     return flags, converged
 
 
-def _padded_pick(todo: np.ndarray) -> np.ndarray:
-    """Indices ``todo`` padded (by repeating the first) to a power of two: few compiled shapes."""
-    size = 1 << int(np.ceil(np.log2(todo.size)))
+def _padded_pick(todo: np.ndarray, floor: int = 1) -> np.ndarray:
+    """Indices ``todo`` padded (by repeating the first) to a power of two, at least ``floor``:
+    few compiled shapes."""
+    size = max(1 << int(np.ceil(np.log2(todo.size))), int(floor))
     return np.concatenate([todo, np.full(size - todo.size, todo[0])])
 
 

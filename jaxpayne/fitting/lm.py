@@ -38,7 +38,9 @@ class LMOptions(NamedTuple):
     """Stopping rules and damping of :func:`levenberg_marquardt`.
 
     Attributes:
-        max_iter: maximum number of evaluations with Jacobian, the start included (≥ 1).
+        max_iter: maximum number of evaluations with Jacobian, the start included (≥ 1); a
+            traced integer is allowed (one compiled fit for several budgets, or one per member
+            of a vmapped batch).
         ftol: stop when an accepted step lowers the cost, or the next step is predicted to lower
             it, by less than ``ftol`` × cost.
         cost_atol: ... or by less than this absolute amount of χ² (statistically negligible).
@@ -71,6 +73,8 @@ class LMResult(NamedTuple):
         n_iter: evaluations of the residuals with their Jacobian (the start counts as one).
         converged: a stopping rule other than ``max_iter`` fired.
         jacobian: (m, n) Jacobian of the residuals at ``x``.
+        damping: λ at the end, to continue the fit where it stopped (``damping=`` of
+            :func:`levenberg_marquardt`).
     """
 
     x: jax.Array
@@ -78,6 +82,7 @@ class LMResult(NamedTuple):
     n_iter: jax.Array
     converged: jax.Array
     jacobian: jax.Array
+    damping: jax.Array
 
 
 class _Model(NamedTuple):
@@ -110,6 +115,7 @@ def levenberg_marquardt(
     lower: jax.Array,
     upper: jax.Array,
     options: LMOptions = LMOptions(),
+    damping: jax.Array | None = None,
 ) -> LMResult:
     """Minimise ``Σ residual_fn(x)²`` inside the box ``lower ≤ x ≤ upper``.
 
@@ -118,6 +124,8 @@ def levenberg_marquardt(
         x0: start (n,), clipped into the box.
         lower, upper: bounds (n,); ±inf allowed.
         options: stopping rules and damping.
+        damping: starting λ (traced allowed), e.g. a previous run's :attr:`LMResult.damping` to
+            continue it; default ``options.initial_damping``.
 
     Returns:
         An :class:`LMResult`.
@@ -224,11 +232,11 @@ def levenberg_marquardt(
         r0,
         jac0,
         model0,
-        jnp.asarray(options.initial_damping, dtype),
+        jnp.asarray(options.initial_damping if damping is None else damping, dtype),
         jnp.asarray(options.damping_up, dtype),
         jnp.asarray(1, jnp.int32),
         at_minimum,
         at_minimum | ~finite,  # NaN/inf cost or Jacobian at the start: give up, not "converged"
     )
     final = jax.lax.while_loop(cond, body, init)
-    return LMResult(final.x, final.cost, final.n_iter, final.converged, final.jacobian)
+    return LMResult(final.x, final.cost, final.n_iter, final.converged, final.jacobian, final.damping)
