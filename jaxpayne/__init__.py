@@ -23,6 +23,7 @@ _LAZY = {
     "ModelFileError": "jaxpayne.model",
     "load_model": "jaxpayne.model",
     "TrainingSet": "jaxpayne.grids",
+    "StreamedTrainingSet": "jaxpayne.grids",
     "GridFormatError": "jaxpayne.grids",
     "read_training_set": "jaxpayne.grids",
     "TrainingConfig": "jaxpayne.training",
@@ -53,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from jaxpayne.fitting import Fitter, Flags, LMOptions, fit_spectra
     from jaxpayne.forward import ForwardModel, Observation, make_observation, pad_observations
     from jaxpayne.io import Spectrum, iter_spectra, read_spectra, read_spectrum
-    from jaxpayne.grids import GridFormatError, TrainingSet, read_training_set
+    from jaxpayne.grids import GridFormatError, StreamedTrainingSet, TrainingSet, read_training_set
     from jaxpayne.labels import LabelSpec
     from jaxpayne.model import Model, ModelFileError, load_model
     from jaxpayne.payne_format import export_payne

@@ -66,6 +66,9 @@ def _add_train(sub):
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--air", action="store_true", help="the grid's wavelengths are in air (default vacuum)")
+    p.add_argument("--stream", action="store_true",
+                   help="read an HDF5 training set from disk block by block instead of into memory "
+                   "(automatic above 4 GiB of spectra)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -74,7 +77,8 @@ def _cmd_train(args) -> int:
     from jaxpayne.grids import read_training_set
     from jaxpayne.training import RECOMMENDED, TrainingConfig, train_emulator
 
-    ts = read_training_set(args.grid, label_names=args.labels, medium="air" if args.air else None)
+    ts = read_training_set(args.grid, label_names=args.labels, medium="air" if args.air else None,
+                           stream=True if args.stream else None)
     config = TrainingConfig(
         emulator=args.emulator,
         hidden=tuple(args.hidden),
@@ -90,7 +94,9 @@ def _cmd_train(args) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
     )
-    print(f"training {args.emulator} on {ts.n_spectra} spectra x {ts.n_pixels} pixels, labels {list(ts.label_names)}")
+    how = " (streamed from disk)" if type(ts).__name__ == "StreamedTrainingSet" else ""
+    print(f"training {args.emulator} on {ts.n_spectra} spectra x {ts.n_pixels} pixels{how}, "
+          f"labels {list(ts.label_names)}")
     result = train_emulator(ts, config, progress=not args.quiet)
     out = result.model.save(args.out)
     s = result.model.validation["summary"]

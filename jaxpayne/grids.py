@@ -24,7 +24,11 @@ import numpy as np
 
 from jaxpayne.labels import LabelSpec, default_unit
 
-__all__ = ["TrainingSet", "GridFormatError", "read_training_set"]
+__all__ = ["GridFormatError", "StreamedTrainingSet", "TrainingSet", "read_training_set"]
+
+#: Size [bytes] of an HDF5 training set's flux (and ivar) above which :func:`read_training_set`
+#: streams it from disk instead of reading it into memory (``stream=None``).
+STREAM_BYTES = 4 * 2**30
 
 
 class GridFormatError(ValueError):
@@ -150,13 +154,8 @@ class TrainingSet:
         Returns:
             ``(train, validation)``.
         """
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        n_val = max(1, int(round(val_fraction * self.n_spectra)))
-        if n_val >= self.n_spectra:
-            raise ValueError(f"val_fraction {val_fraction} leaves no training spectra")
-        order = np.random.default_rng(seed).permutation(self.n_spectra)
-        return self.subset(np.sort(order[n_val:])), self.subset(np.sort(order[:n_val]))
+        train, val = split_index(self.n_spectra, val_fraction, seed)
+        return self.subset(train), self.subset(val)
 
     def fingerprint(self) -> str:
         """SHA-256 of wavelength, labels, flux (and ivar): identifies the data in provenance."""
@@ -182,22 +181,167 @@ class TrainingSet:
         return path
 
 
-def read_training_set(path: str | os.PathLike, *, label_names=None, medium: str | None = None) -> TrainingSet:
+def split_index(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, validation) row indices of a reproducible random split of n spectra."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n_val = max(1, int(round(val_fraction * n)))
+    if n_val >= n:
+        raise ValueError(f"val_fraction {val_fraction} leaves no training spectra")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+class StreamedTrainingSet:
+    """An HDF5 training set whose flux (and ivar) stay on disk and are read in blocks of rows.
+
+    The wavelength grid and the labels are held in memory (small); :meth:`rows` reads any set of
+    spectra as an in-memory :class:`TrainingSet`, checked like one (so a bad block names the file
+    and the problem). :func:`jaxpayne.training.train_emulator` trains on it block by block, with
+    peak memory set by the block size rather than the number of spectra.
+
+    Args:
+        path: the ``.h5`` file (layout as in the module docstring).
+        label_names: override or supply the label names.
+        medium: override the wavelength medium.
+
+    Raises:
+        GridFormatError: for a file that is not such an HDF5 training set.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, label_names=None, medium: str | None = None):
+        import h5py
+
+        self.path = Path(path)
+        self.source = str(self.path)
+        if not self.path.exists():
+            raise GridFormatError(f"{path}: no such file or directory")
+        if not h5py.is_hdf5(self.path):
+            raise GridFormatError(f"{path}: not an HDF5 file")
+        with h5py.File(self.path, "r") as f:
+            missing = {"wavelength", "labels", "flux"} - set(f.keys())
+            if missing:
+                raise GridFormatError(f"{path}: training-set HDF5 lacks datasets {sorted(missing)}")
+            names = f["label_names"][()] if "label_names" in f else f.attrs.get("label_names")
+            units = f["label_units"][()] if "label_units" in f else f.attrs.get("label_units", ())
+            self.has_ivar = "ivar" in f
+            shape = f["flux"].shape
+            if len(shape) != 2:
+                raise GridFormatError(f"{path}: flux must be 2-D (n_spectra, n_pixels), got shape {shape}")
+            if self.has_ivar and f["ivar"].shape != shape:
+                raise GridFormatError(f"{path}: ivar shape {f['ivar'].shape} differs from flux shape {shape}")
+            head = dict(
+                wavelength=f["wavelength"][()], labels=f["labels"][()], flux=f["flux"][:2],
+                ivar=f["ivar"][:2] if self.has_ivar else None,
+                label_names=None if names is None else _strs(names),
+                label_units=_strs(units) if len(np.atleast_1d(units)) else (),
+                medium=str(f.attrs.get("medium", "vacuum")),
+            )
+        if isinstance(label_names, str):
+            label_names = [n.strip() for n in label_names.split(",") if n.strip()]
+        if label_names is not None:
+            head["label_names"] = tuple(label_names)
+        if head["label_names"] is None:
+            raise GridFormatError(f"{path}: the file names no labels; pass label_names")
+        if medium is not None:
+            head["medium"] = medium
+        labels = np.asarray(head["labels"], np.float64)
+        labels = labels[:, None] if labels.ndim == 1 else labels
+        if labels.shape[0] != shape[0]:
+            raise GridFormatError(f"{path}: labels shape {labels.shape} does not match flux shape {shape} "
+                                  "(one row per spectrum)")
+        # the first two rows checked now (names, units, grid, labels); the others as they are read
+        first = TrainingSet(source=self.source, **{**head, "labels": labels[:2]})
+        bad = ~np.all(np.isfinite(labels), axis=1)
+        if np.any(bad):
+            raise GridFormatError(f"{path}: {bad.sum()} spectra have NaN/inf labels (first row {np.argmax(bad)})")
+        if len(first.label_names) != labels.shape[1]:
+            raise GridFormatError(f"{path}: {labels.shape[1]} label columns but {len(first.label_names)} names")
+        self.wavelength = first.wavelength
+        self.labels = labels
+        self.label_names = first.label_names
+        self.label_units = first.label_units
+        self.medium = first.medium
+        self.meta: dict = {}
+        self._shape = shape
+
+    @property
+    def n_spectra(self) -> int:
+        """Number of spectra."""
+        return int(self._shape[0])
+
+    @property
+    def n_pixels(self) -> int:
+        """Number of pixels."""
+        return int(self._shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        """Size [bytes] of the flux (and ivar) in memory, float32."""
+        return 4 * self.n_spectra * self.n_pixels * (2 if self.has_ivar else 1)
+
+    def label_spec(self) -> LabelSpec:
+        """Label spec whose bounds are this set's label ranges."""
+        return LabelSpec.from_data(self.label_names, self.labels, self.label_units)
+
+    def split_index(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted (train, validation) row indices: the split :meth:`TrainingSet.split` makes."""
+        return split_index(self.n_spectra, val_fraction, seed)
+
+    def rows(self, index) -> TrainingSet:
+        """The spectra ``index`` (increasing row numbers, at least 2) read into memory, checked."""
+        import h5py
+
+        index = np.asarray(index, dtype=np.int64)
+        with h5py.File(self.path, "r") as f:
+            flux = f["flux"][index]
+            ivar = f["ivar"][index] if self.has_ivar else None
+        return TrainingSet(self.wavelength, self.labels[index], flux, self.label_names, self.label_units, ivar,
+                           self.medium, f"{self.source} rows {index[0]}–{index[-1]}")
+
+    def fingerprint(self, block: int = 4096) -> str:
+        """SHA-256 of wavelength, labels, flux (and ivar), read block by block: the same digest as
+        :meth:`TrainingSet.fingerprint` of the whole set in memory."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.wavelength).tobytes())
+        h.update(np.ascontiguousarray(self.labels).tobytes())
+        starts = range(0, self.n_spectra, block)
+        blocks = [np.arange(a, min(a + block, self.n_spectra)) for a in starts]
+        if len(blocks) > 1 and blocks[-1].size < 2:  # a block of one row is no TrainingSet
+            blocks[-2:] = [np.concatenate(blocks[-2:])]
+        for which in ("flux", "ivar") if self.has_ivar else ("flux",):
+            for rows in blocks:
+                h.update(np.ascontiguousarray(getattr(self.rows(rows), which)).tobytes())
+        return h.hexdigest()
+
+
+def read_training_set(path: str | os.PathLike, *, label_names=None, medium: str | None = None,
+                      stream: bool | None = False) -> TrainingSet | StreamedTrainingSet:
     """Read a training set from npz, HDF5, FITS or a Korg-style directory (see module docstring).
 
     Args:
         path: file or directory.
         label_names: override or supply the label names (sequence or comma-separated string).
         medium: override the wavelength medium (``"vacuum"``/``"air"``).
+        stream: for an HDF5 file, leave the spectra on disk (a :class:`StreamedTrainingSet`);
+            None: only when they would take more than :data:`STREAM_BYTES` in memory.
 
     Raises:
-        GridFormatError: with the path and the problem.
+        GridFormatError: with the path and the problem (also for ``stream=True`` with another
+            format).
     """
     path = Path(path)
     if isinstance(label_names, str):
         label_names = [n.strip() for n in label_names.split(",") if n.strip()]
     if not path.exists():
         raise GridFormatError(f"{path}: no such file or directory")
+    hdf5 = path.is_file() and path.suffix.lower() in (".h5", ".hdf5", ".hdf")
+    if stream and not hdf5:
+        raise GridFormatError(f"{path}: only HDF5 training sets (.h5) can be streamed from disk")
+    if hdf5 and stream is not False:
+        streamed = StreamedTrainingSet(path, label_names=label_names, medium=medium)
+        if stream or streamed.nbytes > STREAM_BYTES:
+            return streamed
     try:
         if path.is_dir():
             parts = _read_directory(path)

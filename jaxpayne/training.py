@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from jaxpayne.grids import TrainingSet
+from jaxpayne.grids import StreamedTrainingSet, TrainingSet
 from jaxpayne.model import Model
 
 __all__ = ["EDGE_MARGIN", "RECOMMENDED", "TrainingConfig", "TrainingResult", "edge_of_box", "train_emulator", "validation_errors"]
@@ -110,6 +110,8 @@ class TrainingResult(NamedTuple):
 
 #: A spectrum whose label lies within this fraction of the range from a bound is on the box's edge.
 EDGE_MARGIN = 0.1
+#: Spectra per block read from disk when training on a streamed (HDF5) set.
+STREAM_BLOCK_ROWS = 4096
 
 
 def edge_of_box(labels, lower, upper, margin: float = EDGE_MARGIN) -> np.ndarray:
@@ -202,21 +204,29 @@ def validation_errors(
 
 
 def train_emulator(
-    training_set: TrainingSet,
+    training_set: TrainingSet | StreamedTrainingSet,
     config: TrainingConfig | None = None,
     *,
     validation: TrainingSet | None = None,
     progress: bool = True,
+    block_rows: int | None = None,
     **overrides,
 ) -> TrainingResult:
     """Train an emulator on a training set.
 
     Args:
         training_set: spectra with labels. Unless ``validation`` is given, a reproducible
-            ``config.val_fraction`` of it is held out (:meth:`TrainingSet.split`).
+            ``config.val_fraction`` of it is held out (:meth:`TrainingSet.split`). A
+            :class:`~jaxpayne.grids.StreamedTrainingSet` (an HDF5 file too large for memory) is
+            read block by block: each epoch visits contiguous blocks of ``block_rows`` training
+            spectra in a random order and shuffles the spectra within each block, so memory holds
+            one block (and the validation spectra, read once) whatever the size of the set.
         config: training settings; keyword ``overrides`` replace its fields.
-        validation: an explicit validation set on the same wavelength grid.
+        validation: an explicit validation set on the same wavelength grid (not with a streamed
+            set, which holds out its own).
         progress: show a tqdm progress bar with the losses.
+        block_rows: spectra per block of a streamed set (default :data:`STREAM_BLOCK_ROWS`,
+            rounded down to whole minibatches).
 
     Returns:
         A :class:`TrainingResult`; ``result.model`` carries the best validation weights, the
@@ -246,7 +256,13 @@ def train_emulator(
     if config.patience is not None and config.patience < 1:
         raise ValueError(f"patience must be >= 1 (or None for no early stopping), got {config.patience}")
     full = training_set
-    if validation is None:
+    streamed = isinstance(training_set, StreamedTrainingSet)
+    if streamed:
+        if validation is not None:
+            raise ValueError("a streamed training set holds out its own validation spectra; drop validation=")
+        train_index, val_index = training_set.split_index(config.val_fraction, seed=config.seed)
+        train, val = None, training_set.rows(val_index)
+    elif validation is None:
         train, val = training_set.split(config.val_fraction, seed=config.seed)
     else:
         train, val = training_set, validation
@@ -258,33 +274,44 @@ def train_emulator(
     if validation is not None:
         spec = type(spec).from_data(full.label_names, np.concatenate([train.labels, val.labels]), full.label_units)
 
-    emulator_config = config.emulator_config(train.n_pixels, len(spec.names))
-    proto = Model(config.emulator, emulator_config, None, spec, train.wavelength, medium=train.medium)
+    emulator_config = config.emulator_config(full.n_pixels, len(spec.names))
+    proto = Model(config.emulator, emulator_config, None, spec, full.wavelength, medium=full.medium)
     module = proto.module
 
-    x_train = jnp.asarray(spec.scale(train.labels), jnp.float32)
-    y_train = jnp.asarray(train.flux, jnp.float32)
     x_val = jnp.asarray(spec.scale(val.labels), jnp.float32)
     y_val = jnp.asarray(val.flux, jnp.float32)
-    # Per-pixel weights: ivar normalised to unit median, so the loss keeps the scale of the flux.
-    if train.ivar is not None:
-        scale = np.median(train.ivar[train.ivar > 0])
-        w_train = jnp.asarray(train.ivar / scale, jnp.float32)
-        w_val = jnp.asarray((val.ivar if val.ivar is not None else np.ones_like(val.flux)) > 0, jnp.float32)
-    else:
-        w_train = jnp.ones_like(y_train)
-        w_val = jnp.ones_like(y_val)
+    w_val = jnp.asarray((val.ivar if val.ivar is not None else np.ones_like(val.flux)) > 0, jnp.float32)
+    # Per-pixel weights: ivar normalised to unit median, so the loss keeps the scale of the flux
+    # (a streamed set takes the median of its validation spectra's)
+    reference = val if streamed else train
+    ivar_scale = None
+    if reference.ivar is not None and np.any(reference.ivar > 0):
+        ivar_scale = float(np.median(reference.ivar[reference.ivar > 0]))
 
-    n_train = train.n_spectra
+    def weights(ts):
+        if ts.ivar is None or ivar_scale is None:
+            return np.ones_like(ts.flux)
+        return ts.ivar / ivar_scale
+
+    n_train = train_index.size if streamed else train.n_spectra
     batch = int(min(config.batch_size, n_train))
-    n_batches = n_train // batch
+    if streamed:
+        per_block = max(1, int(block_rows or STREAM_BLOCK_ROWS) // batch) * batch
+        blocks = [train_index[i : i + per_block] for i in range(0, n_train, per_block)]
+        blocks = [b for b in blocks if b.size // batch > 0]
+        n_batches = sum(b.size // batch for b in blocks)
+    else:
+        x_train = jnp.asarray(spec.scale(train.labels), jnp.float32)
+        y_train = jnp.asarray(train.flux, jnp.float32)
+        w_train = jnp.asarray(weights(train), jnp.float32)
+        n_batches = n_train // batch
     total_steps = config.epochs * n_batches
     schedule = optax.cosine_decay_schedule(config.learning_rate, decay_steps=total_steps, alpha=1e-2)
     optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
 
     key = jax.random.PRNGKey(config.seed)
     key, init_key = jax.random.split(key)
-    params = module.init(init_key, x_train[:1])
+    params = module.init(init_key, x_val[:1])
     opt_state = optimizer.init(params)
 
     def loss_fn(p, x, y, w):
@@ -293,17 +320,43 @@ def train_emulator(
             return jnp.sum(w * r**2) / jnp.sum(w > 0)
         return jnp.sum(jnp.sqrt(w) * jnp.abs(r)) / jnp.sum(w > 0)
 
-    def step(carry, idx):
+    def update(carry, x, y, w):
         p, s = carry
-        loss, grads = jax.value_and_grad(loss_fn)(p, x_train[idx], y_train[idx], w_train[idx])
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, y, w)
         updates, s = optimizer.update(grads, s, p)
         return (optax.apply_updates(p, updates), s), loss
 
     @jax.jit
-    def run_epoch(p, s, k):
-        order = jax.random.permutation(k, n_train)[: n_batches * batch].reshape(n_batches, batch)
-        (p, s), losses = jax.lax.scan(step, (p, s), order)
+    def run_block(p, s, x, y, w):
+        """Minibatches (n, batch, ...) already on the device, in order."""
+        (p, s), losses = jax.lax.scan(lambda c, b: update(c, *b), (p, s), (x, y, w))
         return p, s, jnp.mean(losses)
+
+    if streamed:
+        x_all = np.asarray(spec.scale(full.labels), np.float32)
+
+        def run_epoch(p, s, k):
+            rng = np.random.default_rng(np.asarray(k).ravel().astype(np.uint64))  # from the epoch's key
+            total = 0.0
+            for b in rng.permutation(len(blocks)):
+                rows = blocks[b]
+                ts = training_set.rows(rows)
+                order = rng.permutation(rows.size)[: (rows.size // batch) * batch]
+                shape = (-1, batch)
+                p, s, loss = run_block(p, s, jnp.asarray(x_all[rows][order].reshape(*shape, x_all.shape[1])),
+                                       jnp.asarray(ts.flux[order].reshape(*shape, ts.n_pixels)),
+                                       jnp.asarray(weights(ts)[order].reshape(*shape, ts.n_pixels), jnp.float32))
+                total += float(loss) * (rows.size // batch)
+            return p, s, total / n_batches
+    else:
+        def step(carry, idx):
+            return update(carry, x_train[idx], y_train[idx], w_train[idx])
+
+        @jax.jit
+        def run_epoch(p, s, k):
+            order = jax.random.permutation(k, n_train)[: n_batches * batch].reshape(n_batches, batch)
+            (p, s), losses = jax.lax.scan(step, (p, s), order)
+            return p, s, jnp.mean(losses)
 
     @jax.jit
     def val_rms(p):

@@ -208,6 +208,8 @@ class Fitter:
             model, rv=rv, vsini=vsini, vmacro=vmacro, resolution=resolution, continuum=continuum,
             n_segments=n_segments, max_rv=max_rv, fixed=fixed, **forward_options,
         )
+        if self.forward.weights is not None:  # on the device once: the compiled calls take them
+            self.forward = self.forward.with_weights(jax.device_put(self.forward.weights))
         fm = self.forward
         if restarts < 1:
             raise ValueError("restarts must be >= 1")
@@ -232,10 +234,13 @@ class Fitter:
         self.restarts = min(int(restarts), self.n_templates)
         u_templates = self._template_points(self.n_templates, seed)
         self._library = build_library(fm, self.space.from_unit(u_templates), u_templates)
-        self._fit_batch = jax.jit(jax.vmap(self._fit_one, in_axes=(None, 0, 0)))
-        self._refine_batch = jax.jit(jax.vmap(self._refine_one, in_axes=(0, 0, 0, 0, 0, None)))
+        # the forward model is an argument of the compiled calls: its weights are inputs of the
+        # programs rather than constants folded into them (smaller executables and cache entries,
+        # faster lowering, one program for every model of the same shapes)
+        self._fit_batch = jax.jit(jax.vmap(self._fit_one, in_axes=(None, None, 0, 0)))
+        self._refine_batch = jax.jit(jax.vmap(self._refine_one, in_axes=(None, 0, 0, 0, 0, 0, None)))
         self._scan_batch = {
-            name: jax.jit(jax.vmap(functools.partial(self._chi2_scan, name=name)))
+            name: jax.jit(jax.vmap(functools.partial(self._chi2_scan, name=name), in_axes=(None, 0, 0, 0, 0)))
             for name in self._even
         }
 
@@ -307,7 +312,7 @@ class Fitter:
         return jnp.stack([jnp.clip(rv0 - RV_WINDOW, -limit, limit),
                           jnp.clip(rv0 + RV_WINDOW, -limit, limit)]).astype(dtype)
 
-    def _problem(self, obs, fixed, window):
+    def _problem(self, fm, obs, fixed, window):
         """Residuals of one spectrum in working coordinates, the box there, and the fit's data.
 
         The fit's pixels are those the model covers at every velocity of ``window``; the data
@@ -317,7 +322,7 @@ class Fitter:
 
         from jaxpayne.forward import prepare_data, residuals
 
-        fm, dtype = self.forward, obs.flux.dtype
+        dtype = obs.flux.dtype
         usable = fm.usable_pixels(obs.wavelength, window[0], window[1])
         n_edge = jnp.sum((obs.ivar > 0) & ~usable)
         obs = obs._replace(ivar=jnp.where(usable, obs.ivar, 0.0), flux=jnp.where(usable, obs.flux, 0.0))
@@ -336,7 +341,7 @@ class Fitter:
             upper = upper.at[k].set(((window[1] - self._offset[k]) / self._scale[k]).astype(dtype))
         return residuals_u, lower, upper, data, n_edge
 
-    def _fit_one(self, library, obs, fixed):
+    def _fit_one(self, fm, library, obs, fixed):
         import jax
         import jax.numpy as jnp
 
@@ -348,13 +353,13 @@ class Fitter:
         def rv_to_u(rv):
             return (rv - self._offset[k]) / self._scale[k]
 
-        fixed_rv = fixed.get("rv", self.forward.fixed.get("rv", 0.0)) if k is None else 0.0
-        starts, _, velocities = presearch(self.forward, library, obs, fit_rv=k is not None, rv_index=k,
+        fixed_rv = fixed.get("rv", fm.fixed.get("rv", 0.0)) if k is None else 0.0
+        starts, _, velocities = presearch(fm, library, obs, fit_rv=k is not None, rv_index=k,
                                           rv_to_u=rv_to_u, n_best=self.restarts,
-                                          prepared=prepare_data(self.forward, obs, library.spectra.dtype),
+                                          prepared=prepare_data(fm, obs, library.spectra.dtype),
                                           rv=fixed_rv)
         window = self._velocity_window(obs, fixed, velocities[0])
-        residuals_u, lower, upper, data, n_edge = self._problem(obs, fixed, window)
+        residuals_u, lower, upper, data, n_edge = self._problem(fm, obs, fixed, window)
         starts = starts.astype(dtype)
         if starts.shape[0] > 1:
             # explore: a few iterations from every start; then refine only the best to convergence
@@ -366,23 +371,22 @@ class Fitter:
             u_start, n_explore = starts[0], 0
         first = self.lm_options._replace(max_iter=min(FIRST_PASS_ITERATIONS, self.lm_options.max_iter))
         final = levenberg_marquardt(residuals_u, u_start, lower, upper, first)
-        return self._finish(obs, final, n_explore, data, window, n_edge)
+        return self._finish(fm, obs, final, n_explore, data, window, n_edge)
 
-    def _refine_one(self, obs, fixed, u_start, window, damping, budget):
+    def _refine_one(self, fm, obs, fixed, u_start, window, damping, budget):
         """Continue Levenberg–Marquardt from ``u_start`` at λ = ``damping`` for at most ``budget``
         (traced) further evaluations (a straggler of an earlier pass)."""
-        residuals_u, lower, upper, data, n_edge = self._problem(obs, fixed, window)
+        residuals_u, lower, upper, data, n_edge = self._problem(fm, obs, fixed, window)
         dtype = obs.flux.dtype
         final = levenberg_marquardt(residuals_u, u_start.astype(dtype), lower, upper,
                                     self.lm_options._replace(max_iter=budget), damping=damping)
         # the restart re-evaluates its start point: that evaluation was counted by the last pass
-        return self._finish(obs, final._replace(n_iter=final.n_iter - 1), 0, data, window, n_edge)
+        return self._finish(fm, obs, final._replace(n_iter=final.n_iter - 1), 0, data, window, n_edge)
 
-    def _finish(self, obs, final, n_explore, data, window, n_edge):
+    def _finish(self, fm, obs, final, n_explore, data, window, n_edge):
         import jax
         import jax.numpy as jnp
 
-        fm = self.forward
         dtype = obs.flux.dtype
         theta = final.x * jnp.asarray(self._scale, dtype) + jnp.asarray(self._offset, dtype)
         # the optimiser's Jacobian at the returned point, in the unit-scaled working coordinates
@@ -396,13 +400,13 @@ class Fitter:
         return (theta, jac, fisher, final.cost, n_pixels, n_marginal, final.n_iter + n_explore,
                 final.converged, window, n_edge, final.damping)
 
-    def _chi2_scan(self, obs, fixed, u_best, window, name):
+    def _chi2_scan(self, fm, obs, fixed, u_best, window, name):
         """χ² of one spectrum along parameter ``name`` from 0 to its upper bound, the others at
         the best fit: (UPPER_LIMIT_STEPS,) values and (UPPER_LIMIT_STEPS,) χ² (for upper limits)."""
         import jax
         import jax.numpy as jnp
 
-        residuals_u, *_ = self._problem(obs, fixed, window)
+        residuals_u, *_ = self._problem(fm, obs, fixed, window)
         j = self.space.index(name)
         dtype = obs.flux.dtype
         grid_u = (jnp.linspace(0.0, 1.0, UPPER_LIMIT_STEPS, dtype=dtype) ** 2)  # dense near 0
@@ -458,17 +462,18 @@ class Fitter:
         theta, _, fisher, cost, n_pix, n_marginal, n_iter, converged, window, _, damping = out
         k = todo.size
         pick = _padded_pick(todo, floor)
-        sub, sub_fixed = jax.tree_util.tree_map(lambda a: a[pick], (observations, fixed))
+        # host-side indexing: an eager device gather would compile for every new shape
+        sub, sub_fixed = jax.tree_util.tree_map(lambda a: np.asarray(a)[pick], (observations, fixed))
         u0 = (theta[pick] - self._offset) / self._scale
         # one more evaluation than the pass adds: the restart evaluates its start again
-        refined = self._refine_batch(sub, sub_fixed, u0, window[pick], damping[pick], np.int32(iterations + 1))
+        refined = self._refine_batch(self.forward, sub, sub_fixed, u0, window[pick], damping[pick], np.int32(iterations + 1))
         host = [None if i == 1 else np.asarray(a)[:k] for i, a in enumerate(refined)]
         theta[todo], fisher[todo], cost[todo] = host[0], host[2], host[3]
         n_pix[todo], n_marginal[todo] = host[4], host[5]
         n_iter[todo] += host[6]
         converged[todo] = host[7]
         damping[todo] = host[10]
-        out[1] = out[1].at[todo].set(refined[1][:k])
+        out[1].update(todo, refined[1])
 
     def fit(self, observations, fixed: Mapping[str, Any] | None = None) -> BatchFit:
         """Fit a batch of observations (an :class:`~jaxpayne.forward.Observation` with a leading
@@ -488,9 +493,9 @@ class Fitter:
         """
         batch = int(np.shape(observations.flux)[0])
         fixed = self.batch_fixed(fixed, batch)
-        out = list(self._fit_batch(self._library, observations, fixed))
+        out = list(self._fit_batch(self.forward, self._library, observations, fixed))
         # the Jacobians stay on the device (only a few are ever needed here)
-        out = [a if i == 1 else np.array(a) for i, a in enumerate(out)]
+        out = [_DeviceRows(a) if i == 1 else np.array(a) for i, a in enumerate(out)]
         self._refine_stragglers(observations, fixed, out)
         theta, jac, fisher, cost, n_pix, n_marginal, n_iter, converged, window, n_edge, _ = out
         theta = theta.astype(np.float64)
@@ -566,9 +571,9 @@ class Fitter:
             todo = np.flatnonzero(undetected[:, j])
             if todo.size:
                 pick = _padded_pick(todo)
-                sub, sub_fixed = jax.tree_util.tree_map(lambda a: a[pick], (observations, fixed))
+                sub, sub_fixed = jax.tree_util.tree_map(lambda a: np.asarray(a)[pick], (observations, fixed))
                 u_best = (theta[pick] - self._offset) / self._scale
-                grid, chi2 = (np.asarray(a, np.float64)[: todo.size] for a in self._scan_batch[name](
+                grid, chi2 = (np.asarray(a, np.float64)[: todo.size] for a in self._scan_batch[name](self.forward, 
                     sub, sub_fixed, u_best, window[pick]))
                 values[todo] = [_crossing(g, c - c.min(), UPPER_LIMIT_DCHI2) for g, c in zip(grid, chi2)]
             limits[name] = values
@@ -633,6 +638,24 @@ def quality_flags(space, label_names, theta, chi2, dof, converged, singular,
         red = np.where(dof > 0, chi2 / np.maximum(dof, 1), np.nan)
     flags |= np.where(red > HIGH_CHI2_LIMIT, int(Flags.HIGH_CHI2), 0)
     return flags, converged
+
+
+class _DeviceRows:
+    """Per-spectrum rows of device arrays (the Jacobians), updated by the straggler passes
+    without a device scatter (it would compile for every new shape): row ``b`` is read from the
+    array of the last pass that refitted spectrum ``b``."""
+
+    def __init__(self, first):
+        self.first = first
+        self.source: dict[int, tuple[Any, int]] = {}
+
+    def update(self, todo: np.ndarray, rows) -> None:
+        for r, b in enumerate(todo):
+            self.source[int(b)] = (rows, r)
+
+    def __getitem__(self, b: int):
+        rows, r = self.source.get(int(b), (self.first, int(b)))
+        return np.asarray(rows[r])
 
 
 def _padded_pick(todo: np.ndarray, floor: int = 1) -> np.ndarray:

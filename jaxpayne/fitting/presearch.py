@@ -35,6 +35,7 @@ point in labels) only needs to put the optimiser in the right basin.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -125,15 +126,15 @@ def build_library(forward, theta: np.ndarray, u: np.ndarray, dtype=np.float32) -
         return jnp.fft.irfft(jnp.fft.rfft(x, axis=-1) * prefilter, n=n_fft, axis=-1).astype(dtype)
 
     @jax.jit
-    @jax.vmap
-    def template(t):
-        values = forward.space.unflatten(t, dtype=dtype)
-        part = depths(working_spectrum(forward, values, dtype, spline=False))
+    @functools.partial(jax.vmap, in_axes=(None, 0))
+    def template(fm, t):  # the model an argument: its weights are not folded into the program
+        values = fm.space.unflatten(t, dtype=dtype)
+        part = depths(working_spectrum(fm, values, dtype, spline=False))
         return coefficients(part), coefficients(part * part)
 
     spectra, squares = [], []
     for start in range(0, theta.shape[0], BUILD_CHUNK):  # bounded host and device memory
-        a, b = template(jnp.asarray(theta[start : start + BUILD_CHUNK], dtype))
+        a, b = template(forward, jnp.asarray(theta[start : start + BUILD_CHUNK], dtype))
         spectra.append(np.asarray(a))
         squares.append(np.asarray(b))
     return TemplateLibrary(jnp.asarray(u, dtype), jnp.asarray(np.concatenate(spectra)),
