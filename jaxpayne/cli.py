@@ -74,7 +74,7 @@ def _add_train(sub):
 
 
 def _cmd_train(args) -> int:
-    from jaxpayne.grids import read_training_set
+    from jaxpayne.grids import StreamedTrainingSet, read_training_set
     from jaxpayne.training import RECOMMENDED, TrainingConfig, train_emulator
 
     ts = read_training_set(args.grid, label_names=args.labels, medium="air" if args.air else None,
@@ -94,7 +94,7 @@ def _cmd_train(args) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
     )
-    how = " (streamed from disk)" if type(ts).__name__ == "StreamedTrainingSet" else ""
+    how = " (streamed from disk)" if isinstance(ts, StreamedTrainingSet) else ""
     print(f"training {args.emulator} on {ts.n_spectra} spectra x {ts.n_pixels} pixels{how}, "
           f"labels {list(ts.label_names)}")
     result = train_emulator(ts, config, progress=not args.quiet)

@@ -210,37 +210,17 @@ class StreamedTrainingSet:
     """
 
     def __init__(self, path: str | os.PathLike, *, label_names=None, medium: str | None = None):
-        import h5py
-
         self.path = Path(path)
         self.source = str(self.path)
         if not self.path.exists():
             raise GridFormatError(f"{path}: no such file or directory")
-        if not h5py.is_hdf5(self.path):
-            raise GridFormatError(f"{path}: not an HDF5 file")
-        with h5py.File(self.path, "r") as f:
-            missing = {"wavelength", "labels", "flux"} - set(f.keys())
-            if missing:
-                raise GridFormatError(f"{path}: training-set HDF5 lacks datasets {sorted(missing)}")
-            names = f["label_names"][()] if "label_names" in f else f.attrs.get("label_names")
-            units = f["label_units"][()] if "label_units" in f else f.attrs.get("label_units", ())
-            self.has_ivar = "ivar" in f
-            shape = f["flux"].shape
-            if len(shape) != 2:
-                raise GridFormatError(f"{path}: flux must be 2-D (n_spectra, n_pixels), got shape {shape}")
-            if self.has_ivar and f["ivar"].shape != shape:
-                raise GridFormatError(f"{path}: ivar shape {f['ivar'].shape} differs from flux shape {shape}")
-            head = dict(
-                wavelength=f["wavelength"][()], labels=f["labels"][()], flux=f["flux"][:2],
-                ivar=f["ivar"][:2] if self.has_ivar else None,
-                label_names=None if names is None else _strs(names),
-                label_units=_strs(units) if len(np.atleast_1d(units)) else (),
-                medium=str(f.attrs.get("medium", "vacuum")),
-            )
-        if isinstance(label_names, str):
-            label_names = [n.strip() for n in label_names.split(",") if n.strip()]
-        if label_names is not None:
-            head["label_names"] = tuple(label_names)
+        head, shape = _read_hdf5(self.path, rows=slice(0, 2))
+        if len(shape) != 2:
+            raise GridFormatError(f"{path}: flux must be 2-D (n_spectra, n_pixels), got shape {shape}")
+        self.has_ivar = head["ivar"] is not None
+        names = _label_names(label_names)
+        if names is not None:
+            head["label_names"] = names
         if head["label_names"] is None:
             raise GridFormatError(f"{path}: the file names no labels; pass label_names")
         if medium is not None:
@@ -255,8 +235,6 @@ class StreamedTrainingSet:
         bad = ~np.all(np.isfinite(labels), axis=1)
         if np.any(bad):
             raise GridFormatError(f"{path}: {bad.sum()} spectra have NaN/inf labels (first row {np.argmax(bad)})")
-        if len(first.label_names) != labels.shape[1]:
-            raise GridFormatError(f"{path}: {labels.shape[1]} label columns but {len(first.label_names)} names")
         self.wavelength = first.wavelength
         self.labels = labels
         self.label_names = first.label_names
@@ -331,8 +309,7 @@ def read_training_set(path: str | os.PathLike, *, label_names=None, medium: str 
             format).
     """
     path = Path(path)
-    if isinstance(label_names, str):
-        label_names = [n.strip() for n in label_names.split(",") if n.strip()]
+    label_names = _label_names(label_names)
     if not path.exists():
         raise GridFormatError(f"{path}: no such file or directory")
     hdf5 = path.is_file() and path.suffix.lower() in (".h5", ".hdf5", ".hdf")
@@ -350,7 +327,7 @@ def read_training_set(path: str | os.PathLike, *, label_names=None, medium: str 
             if suffix == ".npz":
                 parts = _read_npz(path)
             elif suffix in (".h5", ".hdf5", ".hdf"):
-                parts = _read_hdf5(path)
+                parts, _ = _read_hdf5(path)
             elif suffix in (".fits", ".fit"):
                 parts = _read_fits(path)
             else:
@@ -367,6 +344,15 @@ def read_training_set(path: str | os.PathLike, *, label_names=None, medium: str 
     if medium is not None:
         parts["medium"] = medium
     return TrainingSet(source=str(path), **parts)
+
+
+def _label_names(value) -> tuple[str, ...] | None:
+    """Label names given as a sequence or a comma-separated string (None: not given)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [n.strip() for n in value.split(",") if n.strip()]
+    return tuple(value)
 
 
 def _strs(values) -> tuple[str, ...]:
@@ -389,7 +375,9 @@ def _read_npz(path: Path) -> dict:
         )
 
 
-def _read_hdf5(path: Path) -> dict:
+def _read_hdf5(path: Path, rows: slice = slice(None)) -> dict:
+    """The parts of an HDF5 training set, with the spectra ``rows`` only (all labels), and the
+    full ``shape`` of its flux."""
     import h5py
 
     if not h5py.is_hdf5(path):
@@ -403,12 +391,12 @@ def _read_hdf5(path: Path) -> dict:
         return dict(
             wavelength=f["wavelength"][()],
             labels=f["labels"][()],
-            flux=f["flux"][()],
-            ivar=f["ivar"][()] if "ivar" in f else None,
+            flux=f["flux"][rows],
+            ivar=f["ivar"][rows] if "ivar" in f else None,
             label_names=None if names is None else _strs(names),
             label_units=_strs(units) if len(np.atleast_1d(units)) else (),
             medium=str(f.attrs.get("medium", "vacuum")),
-        )
+        ), f["flux"].shape
 
 
 def _read_fits(path: Path) -> dict:

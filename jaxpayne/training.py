@@ -326,13 +326,13 @@ def train_emulator(
         updates, s = optimizer.update(grads, s, p)
         return (optax.apply_updates(p, updates), s), loss
 
-    @jax.jit
-    def run_block(p, s, x, y, w):
-        """Minibatches (n, batch, ...) already on the device, in order."""
-        (p, s), losses = jax.lax.scan(lambda c, b: update(c, *b), (p, s), (x, y, w))
-        return p, s, jnp.mean(losses)
-
     if streamed:
+        @jax.jit
+        def run_block(p, s, x, y, w):
+            """Minibatches (n, batch, ...) already on the device, in order."""
+            (p, s), losses = jax.lax.scan(lambda c, b: update(c, *b), (p, s), (x, y, w))
+            return p, s, jnp.mean(losses)
+
         x_all = np.asarray(spec.scale(full.labels), np.float32)
 
         def run_epoch(p, s, k):
