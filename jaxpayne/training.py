@@ -110,6 +110,10 @@ class TrainingResult(NamedTuple):
 
 #: A spectrum whose label lies within this fraction of the range from a bound is on the box's edge.
 EDGE_MARGIN = 0.1
+#: Pixels per block of the validation statistics (bounds their float64 scratch memory).
+VALIDATION_PIXEL_BLOCK = 512
+#: Spectra per chunk of the validation predictions (bounds the network's scratch memory).
+VALIDATION_ROW_CHUNK = 512
 #: Spectra per block read from disk when training on a streamed (HDF5) set.
 STREAM_BLOCK_ROWS = 4096
 
@@ -162,43 +166,62 @@ def validation_errors(
 
     if subtract_noise and ivar is None:
         raise ValueError("subtract_noise needs the validation spectra's ivar")
-    diff = np.abs(np.asarray(predicted, np.float64) - np.asarray(flux, np.float64))
-    noise_var = np.zeros_like(diff)
-    if ivar is not None:
-        usable = np.asarray(ivar) > 0
-        diff = np.where(usable, diff, np.nan)
-        with np.errstate(divide="ignore"):
-            noise_var = np.where(usable, 1.0 / np.asarray(ivar, np.float64), np.nan)
-
+    predicted, flux = np.asarray(predicted), np.asarray(flux)
+    n_spectra, n_pixels = flux.shape
+    rows_of = {"all": np.ones(n_spectra, bool)}
+    if edge is not None:
+        edge = np.asarray(edge, bool).reshape(-1)
+        rows_of.update(interior=~edge, edge=edge)
+    # per-pixel statistics in float64 over blocks of pixels (a few blocks' worth of memory beyond
+    # the inputs, whatever the number of validation spectra); the float32 |residuals| are kept for
+    # the overall quantiles
+    absolute = np.empty((n_spectra, n_pixels), np.float32)
+    per_pixel = {k: np.empty(n_pixels) for k in ("rms", "rms_raw", "median_abs", "p99_abs")}
+    sums = {name: np.zeros(3) for name in rows_of}  # Σ diff², Σ noise variance, usable count
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (pixels masked everywhere)
-        mean_square, mean_noise = np.nanmean(diff**2, axis=0), np.nanmean(noise_var, axis=0)
+        for a in range(0, n_pixels, VALIDATION_PIXEL_BLOCK):
+            cols = slice(a, a + VALIDATION_PIXEL_BLOCK)
+            diff = np.abs(predicted[:, cols].astype(np.float64) - flux[:, cols].astype(np.float64))
+            noise_var = np.zeros_like(diff)
+            if ivar is not None:
+                block_ivar = np.asarray(ivar[:, cols], np.float64)
+                usable = block_ivar > 0
+                diff = np.where(usable, diff, np.nan)
+                noise_var = np.where(usable, 1.0 / block_ivar, np.nan)
+            absolute[:, cols] = diff
+            square = diff**2
+            mean_square, mean_noise = np.nanmean(square, axis=0), np.nanmean(noise_var, axis=0)
+            per_pixel["rms"][cols] = np.sqrt(np.maximum(0.0, mean_square - mean_noise) if subtract_noise
+                                             else mean_square)
+            per_pixel["rms_raw"][cols] = np.sqrt(mean_square)
+            per_pixel["median_abs"][cols], per_pixel["p99_abs"][cols] = np.nanpercentile(diff, [50, 99], axis=0)
+            for name, rows in rows_of.items():
+                sums[name] += [np.nansum(square[rows]), np.nansum(noise_var[rows]), np.sum(np.isfinite(diff[rows]))]
 
-        def overall(rows=slice(None)):
+        def overall(name):
             """rms over the given spectra: the excess over the noise, or raw."""
-            square, noise = float(np.nanmean(diff[rows] ** 2)), float(np.nanmean(noise_var[rows]))
+            square, noise, count = sums[name]
+            if count == 0:
+                return float("nan")
+            square, noise = square / count, noise / count
             return float(np.sqrt(max(0.0, square - noise) if subtract_noise else square))
 
-        per_pixel = {
-            "rms": np.sqrt(np.maximum(0.0, mean_square - mean_noise) if subtract_noise else mean_square),
-            "rms_raw": np.sqrt(mean_square),
-            "median_abs": np.nanmedian(diff, axis=0),
-            "p99_abs": np.nanpercentile(diff, 99, axis=0),
-        }
+        square, noise, count = sums["all"]
         summary = {
-            "rms": overall(),
-            "rms_raw": float(np.sqrt(np.nanmean(diff**2))),
-            "noise_rms": float(np.sqrt(np.nanmean(noise_var))),
+            "rms": overall("all"),
+            "rms_raw": float(np.sqrt(square / count)) if count else float("nan"),
+            "noise_rms": float(np.sqrt(noise / count)) if count else float("nan"),
             "rms_kind": "excess_over_noise" if subtract_noise else "raw",
-            "median_abs": float(np.nanmedian(diff)),
-            "p99_abs": float(np.nanpercentile(diff, 99)),
-            "max_abs": float(np.nanmax(diff)),
-            "n_spectra": int(diff.shape[0]),
+            "max_abs": float(np.nanmax(absolute)),
+            "n_spectra": int(n_spectra),
         }
+        # in place: the array is ours and not used again
+        median, p99 = np.nanpercentile(absolute.reshape(-1), [50, 99], overwrite_input=True)
+        summary.update(median_abs=float(median), p99_abs=float(p99))
         if edge is not None:
-            edge = np.asarray(edge, bool).reshape(-1)
-            for name, rows in (("interior", ~edge), ("edge", edge)):
-                summary[f"rms_{name}"] = overall(rows) if np.any(rows) else float("nan")
+            for name in ("interior", "edge"):
+                summary[f"rms_{name}"] = overall(name) if np.any(rows_of[name]) else float("nan")
             summary["n_edge"] = int(edge.sum())
     return {**{k: v.astype(np.float32) for k, v in per_pixel.items()}, "summary": summary}
 
@@ -280,7 +303,7 @@ def train_emulator(
 
     x_val = jnp.asarray(spec.scale(val.labels), jnp.float32)
     y_val = jnp.asarray(val.flux, jnp.float32)
-    w_val = jnp.asarray((val.ivar if val.ivar is not None else np.ones_like(val.flux)) > 0, jnp.float32)
+    w_val = jnp.asarray(val.ivar > 0) if val.ivar is not None else jnp.ones(val.flux.shape, bool)
     # Per-pixel weights: ivar normalised to unit median, so the loss keeps the scale of the flux
     # (a streamed set takes the median of its validation spectra's)
     reference = val if streamed else train
@@ -358,10 +381,20 @@ def train_emulator(
             (p, s), losses = jax.lax.scan(step, (p, s), order)
             return p, s, jnp.mean(losses)
 
+    # the validation spectra in chunks: scratch memory of one chunk, whatever their number
+    def predict(p, x):
+        return jax.lax.map(lambda xi: module.apply(p, xi), x, batch_size=VALIDATION_ROW_CHUNK)
+
+    n_usable = float(jnp.sum(w_val))
+
     @jax.jit
     def val_rms(p):
-        r = (module.apply(p, x_val) - y_val) * (w_val > 0)
-        return jnp.sqrt(jnp.sum(r**2) / jnp.sum(w_val > 0))
+        def square(args):
+            x, y, w = args
+            return jnp.sum(jnp.where(w, module.apply(p, x) - y, 0.0) ** 2)
+
+        squares = jax.lax.map(square, (x_val, y_val, w_val), batch_size=VALIDATION_ROW_CHUNK)
+        return jnp.sqrt(jnp.sum(squares) / n_usable)
 
     history = {"epoch": [], "train_loss": [], "val_rms": []}
     best = (np.inf, params, 0)
@@ -386,7 +419,7 @@ def train_emulator(
     seconds = time.perf_counter() - t0
     _, params, best_epoch = best
 
-    predicted = np.asarray(jax.jit(module.apply)(params, x_val))
+    predicted = np.asarray(jax.jit(predict)(params, x_val))
     errors = validation_errors(
         predicted, val.flux, val.ivar, subtract_noise=config.subtract_noise and val.ivar is not None,
         edge=edge_of_box(val.labels, spec.lower, spec.upper),

@@ -21,6 +21,38 @@ def line_spectra(n, npix=40, seed=0):
     return wave, labels, 1 - depth * np.exp(-0.5 * ((wave - 5005) / width) ** 2)
 
 
+def test_validation_errors_in_pixel_blocks_match_the_direct_formulas(monkeypatch):
+    """Statistics gathered block by block (pixels) equal the whole-array numpy formulas, masks and
+    the interior/edge split included."""
+    import jaxpayne.training as training
+
+    rng = np.random.default_rng(5)
+    n, npix = 300, 53
+    flux = 1.0 - 0.3 * rng.uniform(size=(n, npix))
+    predicted = flux + rng.normal(size=flux.shape) * 0.01
+    ivar = rng.uniform(1e3, 4e3, (n, npix))
+    ivar[rng.uniform(size=ivar.shape) < 0.1] = 0.0
+    ivar[:, 7] = 0.0
+    edge = rng.uniform(size=n) < 0.3
+    monkeypatch.setattr(training, "VALIDATION_PIXEL_BLOCK", 8)  # 7 blocks, the last one partial
+    out = validation_errors(predicted, flux, ivar, subtract_noise=True, edge=edge)
+    diff = np.where(ivar > 0, np.abs(predicted - flux), np.nan)
+    noise = np.where(ivar > 0, 1.0 / np.where(ivar > 0, ivar, 1.0), np.nan)
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        square, var = np.nanmean(diff**2, axis=0), np.nanmean(noise, axis=0)
+        np.testing.assert_allclose(out["rms"], np.sqrt(np.maximum(0, square - var)), rtol=1e-5)
+        np.testing.assert_allclose(out["median_abs"], np.nanmedian(diff, axis=0), rtol=1e-5)
+        np.testing.assert_allclose(out["p99_abs"], np.nanpercentile(diff, 99, axis=0), rtol=1e-5)
+    summary = out["summary"]
+    for name, rows in (("rms", slice(None)), ("rms_interior", ~edge), ("rms_edge", edge)):
+        expected = np.sqrt(max(0.0, np.nanmean(diff[rows] ** 2) - np.nanmean(noise[rows])))
+        assert summary[name] == pytest.approx(expected, rel=1e-6), name
+    assert summary["median_abs"] == pytest.approx(np.nanmedian(diff), rel=1e-5)
+    assert summary["p99_abs"] == pytest.approx(np.nanpercentile(diff, 99), rel=1e-5)
+    assert summary["max_abs"] == pytest.approx(np.nanmax(diff), rel=1e-6)
+    assert summary["n_edge"] == edge.sum() and summary["n_spectra"] == n
+
+
 def test_validation_errors_excess_over_noise():
     """An emulator exact up to the noise has ≈ 0 stored error; a real error adds in quadrature."""
     rng = np.random.default_rng(3)
