@@ -246,12 +246,12 @@ def _report(source, message):
     tqdm.write(f"jaxpayne: warning: {line if source in line else f'{source}: {line}'}", file=sys.stderr)
 
 
-def _first_spectra(args, verb: str):
+def _first_spectra(args, verb: str, **options):
     from itertools import chain
 
     from jaxpayne.io import iter_spectra
 
-    spectra = iter_spectra(args.spectra, on_error="skip", wavelength=args.wavelength)
+    spectra = iter_spectra(args.spectra, on_error="skip", wavelength=args.wavelength, **options)
     first = next(spectra, None)  # reads the first file only
     if first is None:
         raise CLIError(f"no spectra to {verb}")
@@ -276,6 +276,15 @@ def _add_fit(sub):
     p.add_argument("--resume", action="store_true", help="continue an interrupted run: skip spectra already in --out")
     _add_binary_options(p, "fit a double-lined binary beside the single star", "Columns teff_1, teff_2, rv_1, "
                         "rv_2, q ..., chi2_single, delta_chi2, delta_bic")
+    p.add_argument("--visits", choices=["constant", "per-visit", "orbit"],
+                   help="fit each star's visits jointly, one row per star: labels shared, velocities constant, "
+                   "per visit (rv_v0, rv_v1 ...; with --binary rv_1_v0, rv_2_v0 ...) or on an SB2 orbit "
+                   "(gamma, q_dyn, rv_1_v0 ...; needs --binary). Every star must have the first star's "
+                   "number of visits")
+    p.add_argument("--visits-by", choices=["file", "object"], default="file",
+                   help="with --visits: one file per star (binspec visit files; apStar files, whose visit "
+                   "rows are in the rest frame, only with --visits constant), or spectra grouped by object "
+                   "across files (apVisit files; default file)")
     _add_model_file_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fit)
@@ -288,40 +297,87 @@ def _add_binary_options(p, what: str, output: str):
     p.add_argument("--binary-networks", metavar="DIR",
                    help="folder with binspec's flux, radius and companion networks (NN_unnormalized_spectra.npz, "
                    "NN_radius.npz, NN_Teff2_logg2.npz; needed by --binary physical|tied)")
-    p.add_argument("--rv-span", type=float, default=60.0,
-                   help="half-width of the binary's two-velocity pre-search around the single-star rv, km/s (default 60)")
+    p.add_argument("--rv-span", type=float,
+                   help="half-width of the binary's two-velocity pre-search around the single-star rv, km/s "
+                   "(default 60; 120 for the visits of --visits)")
+
+
+def _binary_networks(args, model):
+    """binspec's flux, radius and companion networks for ``--binary physical|tied`` (None for ratio)."""
+    if args.binary == "ratio":
+        return None
+    if not args.binary_networks:
+        raise CLIError(f"--binary {args.binary} needs --binary-networks DIR (binspec's flux, radius and "
+                       "companion networks)")
+    from jaxpayne.payne_format import load_binspec_networks
+
+    return load_binspec_networks(args.binary_networks, model.label_names)
+
+
+def _binary_for(args, model, options: dict, rv_span: float):
+    """A :class:`~jaxpayne.fitting.binary.BinaryFitter` from the CLI options: ``--restarts`` and
+    the other single-star options go to its single-star fit; the binary keeps its own starts."""
+    from jaxpayne.fitting import Fitter
+    from jaxpayne.fitting.binary import BinaryFitter
+
+    if not options.get("rv", True):
+        raise CLIError("--binary fits both stars' radial velocities: drop --no-rv")
+    return BinaryFitter(model, weights=args.binary, networks=_binary_networks(args, model),
+                        rv_span=rv_span if args.rv_span is None else args.rv_span, single=Fitter(model, **options))
 
 
 def _binary_fitter(args, model, spectra):
     """The :class:`~jaxpayne.fitting.binary.BinaryFitter` of ``fit --binary`` (segments from the
     first spectrum unless given) and the spectra to fit."""
-    from jaxpayne.fitting.binary import BinaryFitter
+    from jaxpayne.fitting.binary import DEFAULT_RV_SPAN
     from jaxpayne.fitting.run import peek_spectrum
 
     options = _forward_kwargs(args)
     if "n_segments" not in options:
         first, spectra = peek_spectrum(spectra)
         options["n_segments"] = first.n_segments if first is not None else 1
-    networks = None
-    if args.binary != "ratio":
-        if not args.binary_networks:
-            raise CLIError(f"--binary {args.binary} needs --binary-networks DIR (binspec's flux, radius and "
-                           "companion networks)")
-        from jaxpayne.payne_format import load_binspec_networks
+    return _binary_for(args, model, options, DEFAULT_RV_SPAN), spectra
 
-        networks = load_binspec_networks(args.binary_networks, model.label_names)
-    if not options.get("rv", True):
-        raise CLIError("--binary fits both stars' radial velocities: drop --no-rv")
-    return BinaryFitter(model, weights=args.binary, networks=networks, rv_span=args.rv_span, **options), spectra
+
+def _visit_fitter(args, model, spectra):
+    """The :class:`~jaxpayne.fitting.visits.VisitFitter` of ``fit --visits`` (visits per star and
+    segments from the first star) and the stars to fit."""
+    from jaxpayne.fitting.run import group_visits, peek_spectrum
+    from jaxpayne.fitting.visits import VISIT_RV_SPAN, VisitFitter
+
+    if args.visits == "orbit" and not args.binary:
+        raise CLIError("--visits orbit is an SB2 orbit: add --binary ratio|physical|tied")
+    options = _forward_kwargs(args)
+    if args.visits != "constant" and not options.get("rv", True):
+        raise CLIError(f"--visits {args.visits} fits velocities: drop --no-rv")
+    first, stars = peek_spectrum(group_visits(spectra, by=args.visits_by))
+    if first is None:
+        raise CLIError("no stars to fit")
+    if len(first.spectra) < 2:
+        raise CLIError(f"{first.source}: star {first.id!r} has one visit; --visits fits stars of several "
+                       "(--visits-by object groups the visit files of one object)")
+    options.setdefault("n_segments", first.n_segments)
+    try:
+        if args.binary:
+            fitter = VisitFitter(model, len(first.spectra), velocities=args.visits,
+                                 visit_fitter=_binary_for(args, model, options, VISIT_RV_SPAN))
+        else:
+            fitter = VisitFitter(model, len(first.spectra), velocities=args.visits, **options)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    return fitter, stars
 
 
 def _cmd_fit(args) -> int:
     from jaxpayne.fitting import fit_spectra
 
     model = _load_model_args(args, prefix="model_")
-    spectra = _first_spectra(args, "fit")
+    spectra = _first_spectra(args, "fit", **({"visits": True} if args.visits else {}))
     options = _forward_kwargs(args)
-    if args.binary:
+    if args.visits:
+        fitter, spectra = _visit_fitter(args, model, spectra)
+        options = {"fitter": fitter}
+    elif args.binary:
         fitter, spectra = _binary_fitter(args, model, spectra)
         options = {"fitter": fitter}
     table = fit_spectra(
@@ -394,7 +450,10 @@ def _sample(args) -> int:
     model = _load_model_args(args, prefix="model_")
     spectra = _first_spectra(args, "sample")
     options = _forward_kwargs(args)
-    if args.binary:
+    if args.visits:
+        fitter, spectra = _visit_fitter(args, model, spectra)
+        options = {"fitter": fitter}
+    elif args.binary:
         fitter, spectra = _binary_fitter(args, model, spectra)
         options = {"fitter": fitter}
     table = sample_spectra(

@@ -162,3 +162,26 @@ def test_cli_binary_needs_its_networks(binspec, capsys, tmp_path):
                  "--out", str(tmp_path / "b.ecsv"), "--quiet"])
     err = capsys.readouterr().err
     assert code != 0 and "--binary-networks" in err and "Traceback" not in err
+
+
+def test_cli_restarts_go_to_the_single_star_fit(binspec):
+    """`fit --binary ... --restarts N`: N starts for the single-star fit; the binary keeps its own
+    (the nested start and the best of its grid), in `fit --binary` and in `fit --visits`."""
+    from jaxpayne.cli import _binary_fitter, _visit_fitter, build_parser
+    from jaxpayne.fitting.binary import DEFAULT_RESTARTS, DEFAULT_RV_SPAN
+    from jaxpayne.fitting.run import StarVisits
+    from jaxpayne.fitting.visits import VISIT_RV_SPAN
+    from jaxpayne.io import Spectrum
+
+    folder, model, _ = binspec
+    args = build_parser().parse_args(["fit", "--model", "m.npz", "--out", "t.fits", "x.npz", "--binary", "ratio",
+                                      "--restarts", "3", "--segments", "3"])
+    fitter, _ = _binary_fitter(args, model, iter(()))
+    assert (fitter.restarts, fitter.single.restarts, fitter.rv_span) == (DEFAULT_RESTARTS, 3, DEFAULT_RV_SPAN)
+    wave = np.asarray(model.wavelength)
+    visit = Spectrum(wave, np.ones_like(wave), np.ones_like(wave), id="s", source="s.npz")
+    args.visits, args.visits_by = "per-visit", "file"
+    fitter, stars = _visit_fitter(args, model, iter([visit, visit]))
+    assert isinstance(next(stars), StarVisits)
+    assert (fitter.visit_fitter.restarts, fitter.single.restarts, fitter.visit_fitter.rv_span) == (
+        DEFAULT_RESTARTS, 3, VISIT_RV_SPAN)

@@ -157,38 +157,95 @@ def test_multi_visit_rejects_bad_set_ups(binspec):
         VisitFitter(model, 3, velocities="orbit")
 
 
-def test_joint_orbit_fit_of_three_real_visits(binspec):
-    """The three real visits of 2M06133561+2433362 fitted jointly as an SB2 orbit (tied weights):
-    every per-visit fit's velocities, fitted on their own, lie on the joint orbit
-    (rv₂ − γ = −(rv₁ − γ)/q_dyn) within their errors; the dynamical and spectroscopic mass ratios
-    agree; the binary beats the joint SB1 fit (free rv per visit) by Δχ² ≫ 10⁴, and χ²/dof ≈ 1."""
-    from jaxpayne.fitting import Flags
-    from jaxpayne.fitting.visits import VisitFitter
+def test_joint_orbit_fit_of_three_real_visits(binspec, tmp_path, capsys):
+    """The three real visits of 2M06133561+2433362 fitted jointly as an SB2 orbit (tied weights)
+    from the command line, one row per star: every per-visit fit's velocities, fitted on their
+    own, lie on the joint orbit (rv₂ − γ = −(rv₁ − γ)/q_dyn) within their errors; the dynamical
+    and spectroscopic mass ratios agree; the binary beats the joint SB1 fit (free rv per visit) by
+    Δχ² ≫ 10⁴, and χ²/dof ≈ 1. A star with another number of visits is one FAILED row."""
+    from astropy.table import Table
 
-    folder, model, nets = binspec
-    fitter = VisitFitter(model, 3, velocities="orbit", binary="tied", networks=nets, continuum="cheb:4",
-                         n_segments=3, max_rv=200.0)
-    wave = np.asarray(model.wavelength)
-    with np.load(folder / VISITS) as data:
-        visits = [fitter.observation(wave, f, error=np.where(e < 0.1, e, np.inf), segment="gaps")
-                  for f, e in zip(data["spectra"], data["spec_errs"])]
-    result = fitter.fit(fitter.batch([visits]))
-    row = dict(zip(fitter.param_names, result.theta[0]))
-    error = dict(zip(fitter.param_names, np.sqrt(np.diag(result.covariance[0]))))
-    extra = {k: float(np.asarray(v)[0]) for k, v in result.extra.items()}
-    assert result.flags[0] & int(Flags.NOT_CONVERGED | Flags.FAILED | Flags.COV_SINGULAR) == 0
-    assert 0.8 < result.chi2[0] / result.dof[0] < 1.1
+    from jaxpayne.cli import main
+    from jaxpayne.fitting import Flags
+
+    folder, _, _ = binspec
+    with np.load(folder / VISITS) as data:  # a second "star" with only two of the visits
+        np.savez(tmp_path / "spectra_visit_two.npz", spectra=data["spectra"][:2], spec_errs=data["spec_errs"][:2])
+    out = tmp_path / "orbit.fits"
+    code = main(["fit", "--model", str(folder / "NN_normalized_spectra.npz"), "--model-labels", LABELS,
+                 "--model-wavelength", str(folder / "apogee_wavelength.npz"),
+                 "--wavelength", str(folder / "apogee_wavelength.npz"), "--visits", "orbit", "--binary", "tied",
+                 "--binary-networks", str(folder), "--continuum", "cheb:4", "--max-rv", "200", "--quiet",
+                 "--out", str(out), str(folder / VISITS), str(tmp_path / "spectra_visit_two.npz")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "star has 2 visits but this run fits 3" in captured.err
+    table = Table.read(out)
+    assert list(table["id"]) == ["2M06133561+2433362", "two"]  # the file name without its prefix
+    assert table["flags"][1] == int(Flags.FAILED) and "2 visits" in table["message"][1]
+    row = {c: table[c][0] for c in table.colnames}
+    assert row["flags"] & int(Flags.NOT_CONVERGED | Flags.FAILED | Flags.COV_SINGULAR) == 0
+    assert 0.8 < row["chi2"] / row["dof"] < 1.1
     for v in range(3):
-        joint_1, joint_2 = row[f"rv_1_v{v}"], extra[f"rv_2_v{v}"]
+        joint_1, joint_2 = row[f"rv_1_v{v}"], row[f"rv_2_v{v}"]
         # the orbit's own constraint, then the independent per-visit fits against it
         assert row["q_dyn"] * (joint_2 - row["gamma"]) == pytest.approx(-(joint_1 - row["gamma"]), abs=1e-3)
         for star, joint in ((1, joint_1), (2, joint_2)):
-            alone, sigma = extra[f"visit_rv_{star}_v{v}"], extra[f"visit_rv_{star}_v{v}_err"]
+            alone, sigma = row[f"visit_rv_{star}_v{v}"], row[f"visit_rv_{star}_v{v}_err"]
             assert abs(alone - joint) < 3 * np.hypot(sigma, 0.1), (v, star, alone, joint)
     # measured: γ = −40.36 ± 0.03 km/s, q_dyn = 0.905, q_spec = 0.925, visit 0 rv₁ = 15.0, rv₂ = −101.6
-    assert row["gamma"] == pytest.approx(-40.4, abs=0.5) and error["gamma"] < 0.2
+    assert row["gamma"] == pytest.approx(-40.4, abs=0.5) and row["gamma_err"] < 0.2
     assert abs(row["q_dyn"] - row["q"]) < 0.05
-    assert extra["rv_2_v0"] - row["rv_1_v0"] < -100.0
-    assert 4500 < extra["teff_2"] < row["teff_1"] < 5000
-    assert extra["delta_chi2"] > 5e4 and extra["delta_bic"] > 5e4
-    assert set(fitter.extra_columns) <= set(result.extra)
+    assert row["rv_2_v0"] - row["rv_1_v0"] < -100.0
+    assert 4500 < row["teff_2"] < row["teff_1"] < 5000
+    assert row["delta_chi2"] > 5e4 and row["delta_bic"] > 5e4
+    assert {"chi2_single", "single_rv_v0", "teff_2_err", "visit_rv_2_v2_err"} <= set(table.colnames)
+
+
+def test_visit_grouping_frames_and_counts(monkeypatch):
+    """Spectra become stars by file or by object; topocentric visits move to the barycentric
+    frame; rest-frame visits (apStar rows) and wrong visit counts are refused with a reason."""
+    from types import SimpleNamespace
+
+    import jaxpayne.fitting.run as run
+    from jaxpayne.forward.doppler import SPEED_OF_LIGHT
+    from jaxpayne.io import ReadFailure, Spectrum
+
+    wave = np.linspace(15200.0, 15300.0, 50)
+
+    def spectrum(id_, source, **options):
+        return Spectrum(wave, np.ones(50), np.ones(50), id=id_, source=source, **options)
+
+    items = [spectrum("a", "f1", meta={"kind": "combined"}), spectrum("a_visit1", "f1"), spectrum("a_visit2", "f1"),
+             ReadFailure("bad.fits", "not FITS"), spectrum("b_visit1", "f2")]
+    stars = list(run.group_visits(iter(items)))
+    assert [type(s).__name__ for s in stars] == ["StarVisits", "ReadFailure", "StarVisits"]
+    assert (stars[0].id, stars[0].source, [v.id for v in stars[0].spectra]) == ("a", "f1", ["a_visit1", "a_visit2"])
+    by_object = [spectrum("x_1", "v1.fits", meta={"OBJID": "2M1"}), spectrum("y", "v2.fits", meta={"OBJID": "2M2"}),
+                 spectrum("x_2", "v3.fits", meta={"OBJID": "2M1"})]
+    stars = list(run.group_visits(by_object, by="object"))
+    assert [(s.id, s.source, len(s.spectra)) for s in stars] == [("2M1", "v1.fits;v3.fits", 2), ("2M2", "v2.fits", 1)]
+    with pytest.raises(ValueError, match="by 'file' or 'object'"):
+        list(run.group_visits(items, by="night"))
+
+    seen = []
+    monkeypatch.setattr(run, "spectrum_observation",
+                        lambda fitter, s: (seen.append(s) or s, {"n_good": 50, "n_masked": 1}))
+    fitter = SimpleNamespace(n_visits=2, velocities="orbit", visit_fitter=None)
+    bc = 20.0
+    topo = run.StarVisits("s", "f", (spectrum("s1", "f", frame="topocentric", barycentric_correction=bc),
+                                     spectrum("s2", "f", frame="barycentric")))
+    observations, extra = run.visits_observations(fitter, topo)
+    beta = bc / SPEED_OF_LIGHT
+    np.testing.assert_allclose(seen[0].wavelength, wave * np.sqrt((1 + beta) / (1 - beta)), rtol=1e-14)
+    assert seen[0].frame == "barycentric" and seen[0].barycentric_correction is None
+    assert extra == {"n_good": 100, "n_masked": 2, "frame": "barycentric", "bc": extra["bc"]} and np.isnan(extra["bc"])
+    rest = run.StarVisits("r", "apStar.fits", (spectrum("r1", "apStar.fits", frame="rest"),) * 2)
+    with pytest.raises(ValueError, match="rest frame"):
+        run.visits_observations(fitter, rest)
+    run.visits_observations(SimpleNamespace(n_visits=2, velocities="constant", visit_fitter=None), rest)
+    with pytest.raises(ValueError, match="star has 1 visits but this run fits 2"):
+        run.visits_observations(fitter, run.StarVisits("t", "f", (spectrum("t1", "f"),)))
+    mixed = run.StarVisits("m", "f", (spectrum("m1", "f", frame="barycentric"), spectrum("m2", "f")))
+    with pytest.raises(ValueError, match="different velocity frames"):
+        run.visits_observations(fitter, mixed)

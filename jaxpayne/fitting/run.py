@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ import numpy as np
 from jaxpayne.fitting.fitter import CLIPPED_FRACTION_LIMIT, EVEN_PARAMETERS, Fitter, Flags
 from jaxpayne.forward.doppler import SPEED_OF_LIGHT
 
-__all__ = ["fit_spectra", "model_fingerprint", "pad_batch", "read_results", "result_columns", "run_setup",
+__all__ = ["StarVisits", "fit_spectra", "group_visits", "model_fingerprint", "pad_batch", "read_results",
+           "result_columns", "run_setup",
            "peek_spectrum", "spectrum_observation", "write_table", "atomic_write"]
 
 #: Pixel counts are padded up to a multiple of this, so batches of similar spectra share one
@@ -95,7 +98,8 @@ def fit_spectra(
         spectra: any iterable (a list, or a generator such as :func:`jaxpayne.io.iter_spectra`)
             of :class:`jaxpayne.io.Spectrum` objects (any wavelength grids [Å] and lengths) and
             :class:`jaxpayne.io.ReadFailure` ``(source, message)`` items, each of which becomes a
-            FAILED row where it occurs.
+            FAILED row where it occurs. With a :class:`~jaxpayne.fitting.visits.VisitFitter` as
+            ``fitter``, the items are :class:`StarVisits` (:func:`group_visits`): one row per star.
         out: optional output file (``.fits``, ``.ecsv``, ``.parquet``), written as rows finish.
         resume: continue ``out``: skip spectra (by source and id) already in it or its journal,
             and retry those whose row has only the FAILED flag (a file that did not read, a
@@ -267,7 +271,8 @@ def _entries(items, fitter: Fitter, context: _RunContext, done: set, bar):
             continue
         if not failed:
             try:
-                obs, extra = spectrum_observation(fitter, item)
+                convert = visits_observations if isinstance(item, StarVisits) else spectrum_observation
+                obs, extra = convert(fitter, item)
             except ValueError as err:
                 failed, message = True, str(err)
         yield context.failed(id_, source, message) if failed else (id_, source, obs, extra)
@@ -292,7 +297,14 @@ def _chunk_rows(fitter: Fitter, context: _RunContext, chunk, n_batch) -> list[di
     fits = [entry for entry in chunk if isinstance(entry, tuple)]
     fitted = iter(())
     if fits:
-        result = fitter.fit(pad_batch([obs for _, _, obs, _ in fits], n_batch))
+        observations = [obs for _, _, obs, _ in fits]
+        if isinstance(observations[0], list):  # stars of several visits (a VisitFitter)
+            stars = observations + [observations[0]] * (n_batch - len(observations))
+            longest = max(int(np.shape(o.flux)[0]) for visits in stars for o in visits)
+            batch = fitter.batch(stars, LENGTH_QUANTUM * math.ceil(longest / LENGTH_QUANTUM))
+        else:
+            batch = pad_batch(observations, n_batch)
+        result = fitter.fit(batch)
         fitted = (_result_row(context, *fit[:2], fit[3], result, i) for i, fit in enumerate(fits))
     return [next(fitted) if isinstance(entry, tuple) else entry for entry in chunk]
 
@@ -334,6 +346,123 @@ def spectrum_observation(fitter: Fitter, spectrum):
              "frame": getattr(spectrum, "frame", None) or "unknown",
              "bc": float("nan") if bc is None else float(bc)}
     return obs, extra
+
+
+@dataclass(frozen=True)
+class StarVisits:
+    """One star's visit spectra, fitted jointly: an item of :func:`fit_spectra`'s input for a
+    :class:`~jaxpayne.fitting.visits.VisitFitter` (see :func:`group_visits`).
+
+    Attributes:
+        id: the star's name (a row's ``id``).
+        source: the file(s) its visits come from (``;``-separated).
+        spectra: the visits, :class:`~jaxpayne.io.Spectrum` objects.
+    """
+
+    id: str
+    source: str
+    spectra: tuple
+
+    @property
+    def n_segments(self) -> int:
+        return max(s.n_segments for s in self.spectra)
+
+
+_VISIT_SUFFIX = re.compile(r"_visit\d+$")
+
+
+def group_visits(items: Iterable, by: str = "file") -> Iterator:
+    """Group a stream of spectra into stars of several visits (:class:`StarVisits`).
+
+    Args:
+        items: spectra and read failures, as from :func:`jaxpayne.io.iter_spectra`.
+        by: ``"file"``: the spectra of one file are one star's visits (a binspec visit file, an
+            apStar file read with ``visits=True``; an apStar's combined row is left out), streamed
+            file by file; ``"object"``: spectra sharing an object (``meta["OBJID"]``, else the id
+            without a ``_visitN`` suffix) across files are one star (apVisit files), in the order
+            each object first appears (the whole input is read first).
+
+    Yields:
+        :class:`StarVisits` and the read failures, in input order.
+    """
+    if by not in ("file", "object"):
+        raise ValueError(f"group visits by 'file' or 'object', not {by!r}")
+
+    def star_of(spectrum) -> str:
+        meta = getattr(spectrum, "meta", None) or {}
+        return str(meta.get("OBJID") or _VISIT_SUFFIX.sub("", str(spectrum.id)))
+
+    def visits(group) -> list:
+        kept = [s for s in group if (getattr(s, "meta", None) or {}).get("kind") != "combined"]
+        return kept or list(group)
+
+    if by == "file":
+        source, group = None, []
+        for item in items:
+            failed = isinstance(item, tuple)  # a read failure: another file
+            if group and (failed or item.source != source):
+                yield StarVisits(star_of(group[0]), str(source), tuple(visits(group)))
+                group = []
+            if failed:
+                yield item
+                continue
+            source = item.source
+            group.append(item)
+        if group:
+            yield StarVisits(star_of(group[0]), str(source), tuple(visits(group)))
+        return
+    stars: dict[str, list] = {}
+    for item in items:
+        if isinstance(item, tuple):
+            yield item
+        else:
+            stars.setdefault(star_of(item), []).append(item)
+    for star, group in stars.items():
+        group = visits(group)
+        yield StarVisits(star, ";".join(dict.fromkeys(str(s.source) for s in group)), tuple(group))
+
+
+def visits_observations(fitter, star: StarVisits):
+    """A star's visits as checked observations for a
+    :class:`~jaxpayne.fitting.visits.VisitFitter`, every visit in one velocity frame.
+
+    Topocentric visits with a barycentric correction are moved to the barycentric frame (their
+    wavelengths times the Doppler factor of the correction), so that the fitted velocities of
+    all visits share one frame, as an orbit needs.
+
+    Returns:
+        The list of visit observations and the star's ``extra`` (pixel counts summed over the
+        visits, the common frame, no barycentric correction left to apply).
+
+    Raises:
+        ValueError: a star whose number of visits is not the fitter's, or whose visits were
+            shifted to the rest frame (no velocity information left) while velocities are fitted.
+    """
+    if len(star.spectra) != fitter.n_visits:
+        raise ValueError(f"star has {len(star.spectra)} visits but this run fits {fitter.n_visits} per star "
+                         "(fit stars with other visit counts in a separate run)")
+    spectra, frames = [], set()
+    for spectrum in star.spectra:
+        frame = getattr(spectrum, "frame", None) or "unknown"
+        bc = getattr(spectrum, "barycentric_correction", None)
+        if frame == "rest" and fitter.velocities != "constant":
+            raise ValueError(f"{spectrum.source}: visit {spectrum.id!r} was shifted to the star's rest frame "
+                             "(apStar visit rows); its velocity is gone: fit the apVisit files (group by object)")
+        if frame == "topocentric" and bc is not None and np.isfinite(bc):
+            beta = float(bc) / SPEED_OF_LIGHT
+            spectrum = spectrum.replace(wavelength=np.asarray(spectrum.wavelength) * math.sqrt((1 + beta) / (1 - beta)),
+                                        frame="barycentric", barycentric_correction=None)
+            frame = "barycentric"
+        frames.add(frame)
+        spectra.append(spectrum)
+    if len(frames) > 1 and fitter.velocities != "constant":
+        raise ValueError(f"visits in different velocity frames ({', '.join(sorted(frames))})")
+    observations, n_good, n_masked = [], 0, 0
+    for spectrum in spectra:
+        obs, extra = spectrum_observation(fitter.visit_fitter, spectrum)
+        observations.append(obs)
+        n_good, n_masked = n_good + extra["n_good"], n_masked + extra["n_masked"]
+    return observations, {"n_good": n_good, "n_masked": n_masked, "frame": frames.pop(), "bc": float("nan")}
 
 
 def _barycentric(rv: float, frame: str, bc: float) -> float:

@@ -193,13 +193,16 @@ class VisitFitter:
         """One star's visits as one stitched observation (:meth:`~jaxpayne.forward.MultiVisitModel.stitch`)."""
         return self.forward.stitch(visits, length)
 
-    def batch(self, stars: Sequence[Sequence]):
+    def batch(self, stars: Sequence[Sequence], length: int | None = None):
         """A (B, V·n) batch of stitched stars from B lists of V visit observations, every visit
-        padded to the longest visit of the batch."""
+        padded to ``length`` pixels (default: the longest visit of the batch)."""
         stars = [list(visits) for visits in stars]
         if not stars:
             raise ValueError("no stars to fit")
-        length = max(int(np.shape(o.flux)[0]) for visits in stars for o in visits)
+        longest = max(int(np.shape(o.flux)[0]) for visits in stars for o in visits)
+        length = longest if length is None else int(length)
+        if length < longest:
+            raise ValueError(f"visit length {length} is shorter than the longest visit ({longest} pixels)")
         return pad_observations([self.stitch(visits, length) for visits in stars])
 
     # --------------------------------------------------------------------------- compiled pieces
