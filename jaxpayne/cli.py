@@ -450,10 +450,7 @@ def _sample(args) -> int:
     model = _load_model_args(args, prefix="model_")
     spectra = _first_spectra(args, "sample")
     options = _forward_kwargs(args)
-    if args.visits:
-        fitter, spectra = _visit_fitter(args, model, spectra)
-        options = {"fitter": fitter}
-    elif args.binary:
+    if args.binary:
         fitter, spectra = _binary_fitter(args, model, spectra)
         options = {"fitter": fitter}
     table = sample_spectra(

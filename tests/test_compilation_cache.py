@@ -8,10 +8,13 @@ import sys
 SCRIPT = """
 import json, time, jax, jax.numpy as jnp
 from jaxpayne.compilation_cache import enable
+events = []
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
 folder = enable(min_compile_seconds=0.0)
 f = jax.jit(lambda x: jnp.sin(x) @ jnp.cos(x).T + jnp.linalg.inv(x @ x.T + 3 * jnp.eye(x.shape[0])))
 t = time.perf_counter(); f(jnp.ones((64, 64))).block_until_ready(); seconds = time.perf_counter() - t
 print(json.dumps({"folder": None if folder is None else str(folder), "seconds": seconds,
+                  "hits": events.count("/jax/compilation_cache/cache_hits"),
                   "dir": jax.config.jax_compilation_cache_dir}))
 """
 
@@ -32,7 +35,9 @@ def test_cache_location_reuse_and_opt_out(tmp_path):
     assert first["folder"] == str(folder) and first["dir"] == str(folder)
     assert any(folder.iterdir())  # the compiled program is on disk
     second = run({"JAXPAYNE_CACHE_DIR": str(folder)})
-    assert second["seconds"] < first["seconds"]  # read back, not compiled again
+    # read back, not compiled again (JAX's own cache-hit event; a timing comparison of one small
+    # compile is noise on a busy machine)
+    assert first["hits"] == 0 and second["hits"] >= 1
     default = run({"XDG_CACHE_HOME": str(tmp_path / "home")})
     assert default["folder"] == str(tmp_path / "home" / "jaxpayne" / "xla")
     off = run({"JAXPAYNE_CACHE_DIR": str(tmp_path / "never"), "JAXPAYNE_COMPILATION_CACHE": "0"})
