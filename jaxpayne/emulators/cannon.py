@@ -123,11 +123,7 @@ class CannonEmulator:
         labels = jnp.asarray(labels)
         dtype = labels.dtype if jnp.issubdtype(labels.dtype, jnp.floating) else jnp.float32
         x = (labels.astype(dtype) - jnp.asarray(self.fiducial, dtype)) / jnp.asarray(self.scale, dtype)
-        terms = jnp.ones(x.shape[:-1] + (self.powers.shape[0],), dtype)
-        for k in range(self.powers.shape[1]):  # integer powers: exact products, no log/exp
-            for p in range(1, int(self.powers[:, k].max()) + 1):
-                terms = terms * jnp.where(jnp.asarray(self.powers[:, k] >= p), x[..., k:k + 1], 1.0)
-        return terms
+        return _monomials(x, self.powers, jnp)
 
     def predict(self, labels):
         """Flux (..., n_pix) for labels (..., n_labels) in physical units (traceable)."""
@@ -225,7 +221,7 @@ def train_cannon(labels, flux, ivar=None, *, label_names: Sequence[str], wavelen
         bounds = (labels.min(axis=0), labels.max(axis=0))
     proto = CannonEmulator(wavelength, np.zeros((n_pix, powers.shape[0])), powers, fiducial, scale, label_names,
                            bounds, medium=medium, label_units=label_units)
-    design = _design(proto, labels)
+    design = _monomials((labels - proto.fiducial) / proto.scale, powers, np)  # float64, as design()
     n_terms = design.shape[1]
     enough = usable.sum(axis=0) > n_terms
     theta = np.zeros((n_pix, n_terms))
@@ -246,10 +242,15 @@ def train_cannon(labels, flux, ivar=None, *, label_names: Sequence[str], wavelen
                           scatter=np.sqrt(s2), medium=medium, label_units=label_units)
 
 
-def _design(proto: CannonEmulator, labels: np.ndarray) -> np.ndarray:
-    """The design matrix in float64 on the host (the same monomials as :meth:`CannonEmulator.design`)."""
-    x = (labels - proto.fiducial) / proto.scale
-    return np.prod(x[:, None, :] ** proto.powers[None, :, :], axis=2)
+def _monomials(x, powers: np.ndarray, xp):
+    """(..., n_terms) monomials Π_k x_k^{P_jk} of scaled labels ``x`` (..., n_labels), with the
+    array module ``xp`` (jax.numpy, traceable; or numpy, float64 on the host): integer powers as
+    exact products, no log/exp."""
+    terms = xp.ones(x.shape[:-1] + (powers.shape[0],), x.dtype)
+    for k in range(powers.shape[1]):
+        for p in range(1, int(powers[:, k].max()) + 1):
+            terms = terms * xp.where(xp.asarray(powers[:, k] >= p), x[..., k:k + 1], 1.0)
+    return terms
 
 
 def _scatter_search(residual2: np.ndarray, var: np.ndarray, usable: np.ndarray) -> np.ndarray:

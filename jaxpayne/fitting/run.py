@@ -300,8 +300,7 @@ def _chunk_rows(fitter: Fitter, context: _RunContext, chunk, n_batch) -> list[di
         observations = [obs for _, _, obs, _ in fits]
         if isinstance(observations[0], list):  # stars of several visits (a VisitFitter)
             stars = observations + [observations[0]] * (n_batch - len(observations))
-            longest = max(int(np.shape(o.flux)[0]) for visits in stars for o in visits)
-            batch = fitter.batch(stars, LENGTH_QUANTUM * math.ceil(longest / LENGTH_QUANTUM))
+            batch = fitter.batch(stars, _padded_length(o for visits in stars for o in visits))
         else:
             batch = pad_batch(observations, n_batch)
         result = fitter.fit(batch)
@@ -475,6 +474,12 @@ def _barycentric(rv: float, frame: str, bc: float) -> float:
     return float("nan")
 
 
+def _padded_length(observations) -> int:
+    """The longest of ``observations``' pixel counts, rounded up to a multiple of LENGTH_QUANTUM."""
+    longest = max(int(np.shape(o.flux)[0]) for o in observations)
+    return LENGTH_QUANTUM * math.ceil(longest / LENGTH_QUANTUM)
+
+
 def pad_batch(observations, n_batch: int, length: int | None = None):
     """Stack observations, padding pixels to ``length`` and the batch to ``n_batch`` spectra
     (filler spectra are copies of the first, discarded afterwards).
@@ -485,8 +490,7 @@ def pad_batch(observations, n_batch: int, length: int | None = None):
     from jaxpayne.forward import pad_observations
 
     if length is None:
-        longest = max(int(np.shape(o.flux)[0]) for o in observations)
-        length = LENGTH_QUANTUM * math.ceil(longest / LENGTH_QUANTUM)
+        length = _padded_length(observations)
     obs = list(observations) + [observations[0]] * (n_batch - len(observations))
     return pad_observations(obs, length)
 
