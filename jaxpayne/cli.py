@@ -42,14 +42,43 @@ def _add_train(sub):
     p = sub.add_parser(
         "train",
         help="train an emulator on a training set",
-        description="Train an emulator on GRID (.npz, .h5, .fits or a directory of .npy files).",
+        description="Train an emulator on GRID (.npz, .h5, .fits or a directory of .npy files), or on "
+        "observed spectra: a SPECTRA_TABLE of spectrum files with --labels-from CATALOGUE.",
     )
-    p.add_argument("grid", help="training set: .npz, .h5, .fits, or a directory with parameters.npy etc.")
+    p.add_argument("grid", metavar="GRID|SPECTRA_TABLE",
+                   help="training set: .npz, .h5, .fits, or a directory with parameters.npy etc.; with "
+                   "--labels-from, a table (.csv/.ecsv/.fits) with a 'file' column of spectrum files")
     p.add_argument("--out", required=True, help="model file to write (.h5)")
-    p.add_argument("--labels", help="label names, comma-separated (if the file does not name them)")
-    p.add_argument("--emulator", default=RECOMMENDED.emulator, choices=["mlp", "resmlp", "perpixel"],
+    p.add_argument("--labels", help="label names, comma-separated (if the file does not name them; with "
+                   "--labels-from: the catalogue columns to train on)")
+    p.add_argument("--emulator", default=RECOMMENDED.emulator, choices=["mlp", "resmlp", "perpixel", "cannon"],
                    help=f"architecture (default {RECOMMENDED.emulator}, the most accurate measured; mlp is The Payne's "
-                   "and the one that exports to its npz)")
+                   "and the one that exports to its npz; cannon is The Cannon's polynomial)")
+    p.add_argument("--order", type=int, default=2, help="cannon: polynomial degree (default 2; 3 = cubic)")
+    p.add_argument("--l1", type=float, default=0.0, help="cannon: L1 penalty on the coefficients, in chi2 units "
+                   "(default 0)")
+    p.add_argument("--labels-from", metavar="CATALOGUE",
+                   help="reference labels of the spectra in SPECTRA_TABLE: a table (.csv/.ecsv/.fits) matched on "
+                   "--id-column")
+    p.add_argument("--id-column", default="id", help="column naming each star in both tables (default id)")
+    p.add_argument("--rv-column", help="with --labels-from: catalogue column of radial velocities [km/s] that move "
+                   "spectra not in the rest frame there")
+    p.add_argument("--wavelength", help="with --labels-from: the model's wavelength grid (.npy/.npz/.txt/.fits; "
+                   "default the first spectrum's)")
+    p.add_argument("--label-errors", metavar="COLS|NAME=VALUE,...",
+                   help="uncertainties of the reference labels: catalogue columns in --labels order (with "
+                   "--labels-from), or constant errors per label; a training-set file's own label_errors are used "
+                   "otherwise")
+    p.add_argument("--latent-labels", dest="latent", action="store_true", default=None,
+                   help="treat label errors and missing labels as per-star latent labels (default when the set "
+                   "has either)")
+    p.add_argument("--no-latent-labels", dest="latent", action="store_false",
+                   help="the naive choices: ignore label errors, drop spectra with a missing label")
+    p.add_argument("--continuum", metavar="filter:WIDTH",
+                   help="divide the training spectra by their running-mean pseudo-continuum first, as the "
+                   "likelihood's filter continuum does (DD-Payne normalisation); default: the flux as given")
+    p.add_argument("--cv", type=int, metavar="K", help="also report K-fold cross-validated label recovery")
+    p.add_argument("--cv-out", metavar="TABLE", help="per-spectrum cross-validated labels (.fits/.ecsv/.csv)")
     p.add_argument("--hidden", type=_int_list, default=[300, 300], help="mlp hidden widths (default 300,300)")
     p.add_argument("--width", type=int, default=256, help="resmlp width (default 256)")
     p.add_argument("--blocks", type=int, default=2, help="resmlp residual blocks (default 2)")
@@ -77,8 +106,22 @@ def _cmd_train(args) -> int:
     from jaxpayne.grids import StreamedTrainingSet, read_training_set
     from jaxpayne.training import RECOMMENDED, TrainingConfig, train_emulator
 
-    ts = read_training_set(args.grid, label_names=args.labels, medium="air" if args.air else None,
-                           stream=True if args.stream else None)
+    asked = args.emulator == "cannon" or any(getattr(args, k) for k in ("labels_from", "label_errors", "continuum", "cv"))
+    if args.labels_from:
+        from jaxpayne.datadriven import training_set_from_spectra
+
+        ts = training_set_from_spectra(args.grid, args.labels_from, label_names=args.labels, id_column=args.id_column,
+                                       error_columns=_error_columns(args.label_errors), wavelength=args.wavelength,
+                                       medium="air" if args.air else None, rv_column=args.rv_column,
+                                       warn=lambda message: print(f"jaxpayne: warning: {message}", file=sys.stderr))
+    else:
+        ts = read_training_set(args.grid, label_names=args.labels, medium="air" if args.air else None,
+                               stream=True if args.stream else (False if asked else None))
+    streamed = isinstance(ts, StreamedTrainingSet)
+    if (asked or args.latent) and streamed:
+        raise CLIError(f"{args.grid}: cannon, --cv, label errors, latent labels and --continuum need the training set "
+                       "in memory (no --stream)")
+    data_driven = asked or args.latent or (not streamed and (ts.n_missing > 0 or ts.label_errors is not None))
     config = TrainingConfig(
         emulator=args.emulator,
         hidden=tuple(args.hidden),
@@ -94,6 +137,8 @@ def _cmd_train(args) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
     )
+    if data_driven:
+        return _train_data_driven(args, ts, config)
     how = " (streamed from disk)" if isinstance(ts, StreamedTrainingSet) else ""
     print(f"training {args.emulator} on {ts.n_spectra} spectra x {ts.n_pixels} pixels{how}, "
           f"labels {list(ts.label_names)}")
@@ -105,6 +150,89 @@ def _cmd_train(args) -> int:
         f"validation rms {s['rms']:.3e} (interior {s['rms_interior']:.3e}, edges {s['rms_edge']:.3e}), "
         f"median |df| {s['median_abs']:.3e}, p99 |df| {s['p99_abs']:.3e}"
     )
+    print(f"wrote {out}")
+    return 0
+
+
+def _error_columns(text):
+    """--label-errors as catalogue column names (None for NAME=VALUE constants or nothing)."""
+    if not text or "=" in text:
+        return None
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _train_data_driven(args, ts, config) -> int:
+    """train for the Cannon, label errors, missing labels, --continuum and --cv."""
+    import time
+
+    import numpy as np
+
+    from jaxpayne.datadriven import cross_validate, filter_normalize, train_with_latent_labels, training_function
+    from jaxpayne.forward.continuum import parse_continuum
+    from jaxpayne.grids import TrainingSet
+
+    if args.label_errors and "=" in args.label_errors:
+        constant = _parse_assignments(args.label_errors, "--label-errors", nonnegative=True)
+        unknown = sorted(set(constant) - set(ts.label_names))
+        if unknown:
+            raise CLIError(f"--label-errors names {unknown}, not labels of the set {list(ts.label_names)}")
+        errors = np.column_stack([np.full(ts.n_spectra, constant.get(n, 0.0)) for n in ts.label_names])
+        ts = TrainingSet(ts.wavelength, ts.labels, ts.flux, ts.label_names, ts.label_units, ts.ivar, ts.medium,
+                         ts.source, ts.meta, errors)
+    if args.continuum:
+        spec = parse_continuum(args.continuum)
+        if spec.kind != "filter":
+            raise CLIError(f"--continuum: training spectra are normalised with the filter only (filter:WIDTH), "
+                           f"got {args.continuum!r}")
+        ts = filter_normalize(ts, spec.width)
+    has_errors = ts.label_errors is not None and np.any(np.nan_to_num(ts.label_errors) > 0)
+    latent = (ts.n_missing > 0 or has_errors) if args.latent is None else args.latent
+    if ts.ivar is None:
+        if latent:
+            raise CLIError(f"{args.grid}: latent labels weigh each spectrum by its noise: the set needs ivar")
+        ts = TrainingSet(ts.wavelength, ts.labels, ts.flux, ts.label_names, ts.label_units, np.ones_like(ts.flux),
+                         ts.medium, ts.source, ts.meta, ts.label_errors)  # noiseless synthetic spectra: equal weights
+    train = training_function(ts, args.emulator, order=args.order, l1=args.l1, config=config, progress=not args.quiet)
+    what = f"cannon (order {args.order}{f', l1 {args.l1:g}' if args.l1 else ''})" if args.emulator == "cannon" \
+        else args.emulator
+    extras = [f"{ts.n_missing} missing labels"] if ts.n_missing else []
+    extras += ["label errors"] if has_errors else []
+    how = (f"; {' and '.join(extras)} as latent labels" if latent else f"; {' and '.join(extras)} ignored "
+           "(spectra with a missing label dropped)") if extras else ""
+    print(f"training {what} on {ts.n_spectra} spectra x {ts.n_pixels} pixels, labels {list(ts.label_names)}{how}"
+          + (f", flux divided by a {ts.meta['continuum']} pseudo-continuum" if "continuum" in ts.meta else ""))
+    continuum = "none"  # the spectra are normalised (or filter-normalised) already
+    if args.cv:
+        t0 = time.perf_counter()
+        cv = cross_validate(train, ts.labels, ts.flux, ts.ivar, wavelength=ts.wavelength, label_names=ts.label_names,
+                            folds=args.cv, seed=args.seed, errors=ts.label_errors if latent else None, latent=latent,
+                            continuum=continuum)
+        print(f"{args.cv}-fold cross-validation (fold of spectrum i: numpy.random.default_rng({args.seed})"
+              f".permutation(n)[i] % {args.cv}), {time.perf_counter() - t0:.1f} s; fitted minus reference:")
+        print(cv.markdown())
+        if args.cv_out:
+            from jaxpayne.fitting.run import write_table
+
+            write_table(cv.table(), args.cv_out)
+            print(f"wrote {args.cv_out}")
+    t0 = time.perf_counter()
+    if latent:
+        result = train_with_latent_labels(train, ts.labels, ts.flux, ts.ivar, ts.label_errors)
+        model = result.model
+    else:
+        keep = np.all(np.isfinite(ts.labels), axis=1)
+        model = train(ts.labels[keep], ts.flux[keep], ts.ivar[keep])
+    seconds = time.perf_counter() - t0
+    model = model.replace(provenance={**model.provenance, "training_source": ts.source,
+                                      "dataset_sha256": ts.fingerprint(), "latent_labels": bool(latent),
+                                      "training_continuum": ts.meta.get("continuum", "as given"),
+                                      **({"cv": cv.summary} if args.cv else {})})
+    out = model.save(args.out)
+    s = model.validation.get("summary", {})
+    print(f"trained in {seconds:.1f} s; " + (f"median intrinsic scatter {s['median_scatter']:.3e}"
+                                           if "median_scatter" in s else f"validation rms {s.get('rms', float('nan')):.3e}"))
+    if "continuum" in ts.meta:
+        print(f"fit with --continuum {ts.meta['continuum']} (the training spectra's normalisation)")
     print(f"wrote {out}")
     return 0
 

@@ -4,10 +4,12 @@ A :class:`TrainingSet` holds a wavelength grid [Å], labels ``(n_spectra, n_labe
 units, flux ``(n_spectra, n_pixels)`` and optionally inverse variances (data-driven sets). It is
 read from
 
-- ``.npz``: arrays ``wavelength``, ``labels``, ``flux`` [, ``ivar``], ``label_names`` [, ``label_units``];
+- ``.npz``: arrays ``wavelength``, ``labels``, ``flux`` [, ``ivar``], ``label_names`` [, ``label_units``]
+  [, ``label_errors``];
 - ``.h5``/``.hdf5``: datasets of the same names (``label_names`` may also be a root attribute);
 - ``.fits``: HDU ``FLUX`` (image, n_spectra × n_pixels), ``WAVELENGTH`` (image), ``LABELS``
-  (binary table, one column per label with its unit), optional ``IVAR``;
+  (binary table, one column per label with its unit, and optionally ``<label>_err`` columns of
+  their uncertainties), optional ``IVAR``;
 - a directory with ``parameters.npy``, ``normalized_flux.npy``, ``wavelength.npy`` and an optional
   ``metadata.json`` naming the columns (the astro-emulators-toolkit / Korg layout).
 """
@@ -51,6 +53,11 @@ class TrainingSet:
             :func:`jaxpayne.training.validation_errors`).
         medium: ``"vacuum"`` or ``"air"``.
         source: where it was read from (for provenance).
+        label_errors: optional ``(n_spectra, n_labels)`` 1σ uncertainties of the reference labels
+            [label units] (0: exact; NaN where the label is missing).
+
+    Missing labels are NaN in ``labels`` (a spectrum needs at least one label); see
+    :attr:`n_missing`.
     """
 
     wavelength: np.ndarray
@@ -62,6 +69,7 @@ class TrainingSet:
     medium: str = "vacuum"
     source: str = ""
     meta: dict = field(default_factory=dict)
+    label_errors: np.ndarray | None = None
 
     def __post_init__(self):
         where = f"{self.source}: " if self.source else ""
@@ -85,11 +93,26 @@ class TrainingSet:
             raise GridFormatError(f"{where}need at least 2 spectra, got {flux.shape[0]}")
         if not np.all(np.isfinite(wave)) or np.any(np.diff(wave) <= 0):
             raise GridFormatError(f"{where}wavelength grid must be finite and strictly increasing")
-        bad_labels = ~np.all(np.isfinite(labels), axis=1)
-        if np.any(bad_labels):
-            raise GridFormatError(
-                f"{where}{bad_labels.sum()} spectra have NaN/inf labels (first row {np.argmax(bad_labels)})"
-            )
+        if np.any(np.isinf(labels)):
+            raise GridFormatError(f"{where}infinite labels (first row {np.argmax(np.any(np.isinf(labels), axis=1))}); "
+                                  "a missing label is NaN")
+        no_labels = ~np.any(np.isfinite(labels), axis=1)
+        if np.any(no_labels):
+            raise GridFormatError(f"{where}{no_labels.sum()} spectra have no label at all (first row "
+                                  f"{np.argmax(no_labels)}): drop them")
+        if not np.all(np.any(np.isfinite(labels), axis=0)):
+            raise GridFormatError(f"{where}a label column is missing in every spectrum")
+        errors = None
+        if self.label_errors is not None:
+            errors = np.asarray(self.label_errors, dtype=np.float64)
+            if errors.ndim == 1 and labels.shape[1] == 1:
+                errors = errors[:, None]
+            if errors.shape != labels.shape:
+                raise GridFormatError(f"{where}label_errors shape {errors.shape} differs from labels {labels.shape}")
+            measured = np.isfinite(labels)
+            if np.any(measured & ~(np.isfinite(errors) & (errors >= 0))):
+                raise GridFormatError(f"{where}label errors must be finite and >= 0 where a label is given")
+            errors = np.where(measured, errors, np.nan)
         ivar = None if self.ivar is None else np.asarray(self.ivar, dtype=np.float32)
         if ivar is not None:
             if ivar.shape != flux.shape:
@@ -115,6 +138,22 @@ class TrainingSet:
         object.__setattr__(self, "ivar", ivar)
         object.__setattr__(self, "label_names", names)
         object.__setattr__(self, "label_units", units)
+        object.__setattr__(self, "label_errors", errors)
+
+    @property
+    def n_missing(self) -> int:
+        """Number of missing (NaN) labels."""
+        return int(np.sum(np.isnan(self.labels)))
+
+    def require_complete(self, what: str = "this training") -> None:
+        """Raise a :class:`GridFormatError` naming the set if some labels are missing."""
+        if self.n_missing:
+            rows = np.flatnonzero(np.any(np.isnan(self.labels), axis=1))
+            where = f"{self.source}: " if self.source else ""
+            raise GridFormatError(
+                f"{where}{rows.size} spectra have missing labels (first row {rows[0]}); {what} needs every "
+                "label: drop them, or treat them as latent (jaxpayne.datadriven.train_with_latent_labels, "
+                "jaxpayne train --latent-labels)")
 
     @property
     def n_spectra(self) -> int:
@@ -128,7 +167,8 @@ class TrainingSet:
 
     def label_spec(self) -> LabelSpec:
         """Label spec whose bounds are this set's label ranges."""
-        return LabelSpec.from_data(self.label_names, self.labels, self.label_units)
+        labels = self.labels
+        return LabelSpec(self.label_names, np.nanmin(labels, axis=0), np.nanmax(labels, axis=0), self.label_units)
 
     def subset(self, index) -> "TrainingSet":
         """The spectra selected by an index array or boolean mask."""
@@ -142,6 +182,7 @@ class TrainingSet:
             self.medium,
             self.source,
             dict(self.meta),
+            None if self.label_errors is None else self.label_errors[index],
         )
 
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple["TrainingSet", "TrainingSet"]:
@@ -177,6 +218,8 @@ class TrainingSet:
         )
         if self.ivar is not None:
             arrays["ivar"] = self.ivar
+        if self.label_errors is not None:
+            arrays["label_errors"] = self.label_errors
         np.savez(path, **arrays)
         return path
 
@@ -231,10 +274,13 @@ class StreamedTrainingSet:
             raise GridFormatError(f"{path}: labels shape {labels.shape} does not match flux shape {shape} "
                                   "(one row per spectrum)")
         # the first two rows checked now (names, units, grid, labels); the others as they are read
+        if head.pop("label_errors", None) is not None:
+            raise GridFormatError(f"{path}: a streamed training set cannot carry label errors (read it into memory)")
         first = TrainingSet(source=self.source, **{**head, "labels": labels[:2]})
         bad = ~np.all(np.isfinite(labels), axis=1)
         if np.any(bad):
-            raise GridFormatError(f"{path}: {bad.sum()} spectra have NaN/inf labels (first row {np.argmax(bad)})")
+            raise GridFormatError(f"{path}: {bad.sum()} spectra have NaN/inf labels (first row {np.argmax(bad)}); "
+                                  "missing labels need the set in memory (no --stream)")
         self.wavelength = first.wavelength
         self.labels = labels
         self.label_names = first.label_names
@@ -372,6 +418,7 @@ def _read_npz(path: Path) -> dict:
             label_names=_strs(d["label_names"]) if "label_names" in d.files else None,
             label_units=_strs(d["label_units"]) if "label_units" in d.files else (),
             medium=str(d["medium"]) if "medium" in d.files else "vacuum",
+            label_errors=d["label_errors"] if "label_errors" in d.files else None,
         )
 
 
@@ -396,6 +443,7 @@ def _read_hdf5(path: Path, rows: slice = slice(None)) -> dict:
             label_names=None if names is None else _strs(names),
             label_units=_strs(units) if len(np.atleast_1d(units)) else (),
             medium=str(f.attrs.get("medium", "vacuum")),
+            label_errors=f["label_errors"][()] if "label_errors" in f else None,
         ), f["flux"].shape
 
 
@@ -412,16 +460,22 @@ def _read_fits(path: Path) -> dict:
         if missing:
             raise GridFormatError(f"{path}: training-set FITS lacks HDUs {sorted(missing)} (has {names})")
         table = hdul["LABELS"]
-        cols = table.columns
-        labels = np.stack([np.asarray(table.data[c], dtype=np.float64) for c in cols.names], axis=1)
+        cols = [c for c in table.columns if c.name not in {f"{n}_err" for n in table.columns.names}]
+        labels = np.stack([np.asarray(table.data[c.name], dtype=np.float64) for c in cols], axis=1)
+        error_names = [f"{c.name}_err" for c in cols]
+        errors = None
+        if any(n in table.columns.names for n in error_names):
+            errors = np.stack([np.asarray(table.data[n], dtype=np.float64) if n in table.columns.names
+                               else np.zeros(len(labels)) for n in error_names], axis=1)
         return dict(
             wavelength=np.asarray(hdul["WAVELENGTH"].data),
             labels=labels,
             flux=np.asarray(hdul["FLUX"].data),
             ivar=np.asarray(hdul["IVAR"].data) if "IVAR" in names else None,
-            label_names=tuple(cols.names),
+            label_names=tuple(c.name for c in cols),
             label_units=tuple((c.unit or "") for c in cols),
             medium=str(hdul[0].header.get("MEDIUM", "vacuum")).lower(),
+            label_errors=errors,
         )
 
 

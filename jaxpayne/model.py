@@ -54,7 +54,8 @@ _MAGIC_LENGTH = 8
 #: Foreign model formats that ship with jaxpayne: format name → module that registers it with
 #: :func:`register_format` when imported. :func:`load_model` imports these modules on demand, so
 #: this module depends on none of them.
-FORMAT_MODULES = {"payne": "jaxpayne.payne_format", "binspec": "jaxpayne.payne_format"}
+FORMAT_MODULES = {"cannon": "jaxpayne.emulators.cannon", "payne": "jaxpayne.payne_format",
+                  "binspec": "jaxpayne.payne_format"}
 
 
 class ModelFileError(ValueError):
@@ -65,7 +66,7 @@ class Model:
     """An emulator bound to its weights, label spec and wavelength grid.
 
     Args:
-        kind: emulator kind (``"mlp"``, ``"resmlp"``, ``"perpixel"``; see
+        kind: emulator kind (``"mlp"``, ``"resmlp"``, ``"perpixel"``, ``"cannon"``; see
             :mod:`jaxpayne.emulators`).
         config: JSON-serialisable emulator config (``n_pixels`` and architecture attributes).
         params: Flax parameter pytree (``{"params": {...}}``).
@@ -458,7 +459,9 @@ def load_model(
             detected from the weight shapes when ``format`` is None.
         format: ``"jaxpayne"``, ``"payne"`` (The Payne's MLP npz: ``w_array_0..L``,
             ``b_array_0..L``, ``x_min``, ``x_max``, LeakyReLU hidden layers) or ``"binspec"``
-            (per-pixel sigmoid networks, ``w_array_0`` of shape (n_pix, n_hidden, n_labels)).
+            (per-pixel sigmoid networks, ``w_array_0`` of shape (n_pix, n_hidden, n_labels)) or
+            ``"cannon"`` (the Doppler package's Cannon ``.npz``, which carries its labels and
+            wavelengths; ``wavelength_range=(lo, hi)`` keeps part of it).
         label_names: label names for npz networks (required there; a sequence or a comma-separated
             string), in the network's input order.
         wavelength: pixel wavelengths [Å] for npz networks: an array, or a path to ``.npy``,

@@ -280,6 +280,10 @@ def train_emulator(
         raise ValueError(f"patience must be >= 1 (or None for no early stopping), got {config.patience}")
     full = training_set
     streamed = isinstance(training_set, StreamedTrainingSet)
+    if not streamed:
+        training_set.require_complete("training a network")
+        if validation is not None:
+            validation.require_complete("a validation set")
     if streamed:
         if validation is not None:
             raise ValueError("a streamed training set holds out its own validation spectra; drop validation=")

@@ -11,9 +11,7 @@ def _mock(n_stars=800, n_pix=40, seed=0):
     rng = np.random.default_rng(seed)
     labels = np.column_stack([rng.uniform(4000, 5500, n_stars), rng.uniform(1, 3.5, n_stars),
                               rng.uniform(-1, 0.3, n_stars)])
-    truth = train_cannon(labels, np.zeros((n_stars, n_pix)) + rng.normal(size=(n_stars, n_pix)), None,
-                         label_names=["teff", "logg", "feh"], iterations=1)  # only for its scaling
-    x = (labels - truth.fiducial) / truth.scale
+    x = (labels - labels.mean(axis=0)) / labels.std(axis=0)  # the training step's scaling
     powers = polynomial_powers(3, 2)
     design = np.prod(x[:, None, :] ** powers[None], axis=2)
     theta = np.column_stack([np.full(n_pix, 0.9), rng.normal(0, 0.03, (n_pix, powers.shape[0] - 1))])
@@ -21,6 +19,10 @@ def _mock(n_stars=800, n_pix=40, seed=0):
     sigma = rng.uniform(0.003, 0.02, (n_stars, 1)) * np.ones((1, n_pix))
     flux = design @ theta.T + rng.normal(size=sigma.shape) * np.hypot(sigma, scatter[None])
     return labels, flux, sigma**-2.0, theta, scatter
+
+
+def _coefficients(model):
+    return np.asarray(model.params["params"]["coefficients"], np.float64)
 
 
 def test_polynomial_powers():
@@ -34,7 +36,7 @@ def test_polynomial_powers():
 def test_training_recovers_coefficients_and_intrinsic_scatter():
     labels, flux, ivar, theta, scatter = _mock()
     model = train_cannon(labels, flux, ivar, label_names=["teff", "logg", "feh"])
-    np.testing.assert_allclose(model.coefficients, theta, atol=5e-3)
+    np.testing.assert_allclose(_coefficients(model), theta, atol=5e-3)
     s = model.emulator_error
     noisy = scatter > 0
     np.testing.assert_allclose(s[noisy], scatter[noisy], rtol=0.15)
@@ -50,14 +52,14 @@ def test_l1_shrinks_the_higher_terms_and_masks_are_honoured():
     plain = train_cannon(labels, flux, ivar, label_names=["a", "b", "c"])
     # Λ is in units of χ² (here ~10⁴ per unit coefficient²): measured 1 → 10 coefficients < 1e-4
     sparse = train_cannon(labels, flux, ivar, label_names=["a", "b", "c"], l1=1e4)
-    assert np.sum(np.abs(sparse.coefficients[:, 1:]) < 1e-4) >= 5 * max(1, np.sum(np.abs(plain.coefficients[:, 1:]) < 1e-4))
-    np.testing.assert_allclose(sparse.coefficients[:, 0], plain.coefficients[:, 0], atol=0.02)
+    assert np.sum(np.abs(_coefficients(sparse)[:, 1:]) < 1e-4) >= 5 * max(1, np.sum(np.abs(_coefficients(plain)[:, 1:]) < 1e-4))
+    np.testing.assert_allclose(_coefficients(sparse)[:, 0], _coefficients(plain)[:, 0], atol=0.02)
     # a pixel usable in too few stars gets NaN, the others are untouched by its mask
     ivar = ivar.copy()
     ivar[5:, 3] = 0.0
     masked = train_cannon(labels, flux, ivar, label_names=["a", "b", "c"])
-    assert np.all(np.isnan(masked.coefficients[3])) and np.isnan(masked.emulator_error[3])
-    np.testing.assert_allclose(masked.coefficients[[0, 1, 2]], plain.coefficients[[0, 1, 2]], rtol=1e-10)
+    assert np.all(np.isnan(_coefficients(masked)[3])) and np.isnan(masked.emulator_error[3])
+    np.testing.assert_allclose(_coefficients(masked)[[0, 1, 2]], _coefficients(plain)[[0, 1, 2]], rtol=1e-10)
     assert MIN_SCATTER > 0
 
 
@@ -99,3 +101,29 @@ def test_real_giants_held_out_labels(need_data):
     assert np.all(diff.std(axis=0) < [260.0, 0.5, 0.27])
     pulls = diff / np.sqrt(np.einsum("bii->bi", result.covariance[ok]))
     assert 0.5 < np.median(np.abs(pulls[:, 0])) / 0.674 < 3.0  # errors of the right size
+
+
+def test_a_trained_cannon_is_a_model_file(tmp_path, capsys):
+    """The Cannon saves to and loads from the ordinary model file, predicts what its polynomial
+    says, carries s as its error, and `jaxpayne info` describes it."""
+    import jaxpayne
+    from jaxpayne.cli import main
+
+    labels, flux, ivar, _, _ = _mock(n_stars=300, n_pix=12, seed=3)
+    model = train_cannon(labels, flux, ivar, label_names=["teff", "logg", "feh"], order=3,
+                         wavelength=5000.0 + np.arange(12.0))
+    path = model.save(tmp_path / "cannon.h5")
+    back = jaxpayne.load_model(path)
+    assert back.kind == "cannon" and back.label_names == ("teff", "logg", "feh")
+    test = labels[:4]
+    np.testing.assert_array_equal(np.asarray(back.predict(test)), np.asarray(model.predict(test)))
+    np.testing.assert_allclose(back.emulator_error, model.emulator_error, rtol=1e-6)
+    assert back.validation["summary"]["rms_kind"] == "intrinsic_scatter"
+    # the polynomial by hand (Cannon scaling: mean and standard deviation of the training labels)
+    x = (test - labels.mean(axis=0)) / labels.std(axis=0)
+    design = np.prod(x[:, None, :] ** polynomial_powers(3, 3)[None], axis=2)
+    np.testing.assert_allclose(np.asarray(back.predict(test), np.float64), design @ _coefficients(model).T,
+                               rtol=2e-5, atol=2e-5)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "cannon" in out and "intrinsic_scatter" in out

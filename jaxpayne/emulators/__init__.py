@@ -12,8 +12,11 @@ Kinds:
     ``"resmlp"``: :class:`ResidualMLP`, a residual MLP (pre-activation residual blocks).
     ``"perpixel"``: :class:`PerPixelNetwork`, one small sigmoid network per pixel, as in
     binspec (El-Badry et al. 2018, MNRAS 476, 528).
+    ``"cannon"``: :class:`~jaxpayne.emulators.cannon.CannonPolynomial`, The Cannon's polynomial
+    in the labels (Ness et al. 2015), trained by :func:`~jaxpayne.emulators.cannon.train_cannon`.
 """
 
+from jaxpayne.emulators.cannon import CannonPolynomial
 from jaxpayne.emulators.networks import (
     ACTIVATIONS,
     EMULATORS,
@@ -25,6 +28,7 @@ from jaxpayne.emulators.networks import (
 
 __all__ = [
     "ACTIVATIONS",
+    "CannonPolynomial",
     "EMULATORS",
     "PayneMLP",
     "PerPixelNetwork",

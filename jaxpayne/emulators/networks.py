@@ -166,11 +166,14 @@ def _per_pixel_jvp(activation, primals, tangents):
 _per_pixel.defjvp(_per_pixel_jvp, symbolic_zeros=True)
 
 
+from jaxpayne.emulators.cannon import CannonPolynomial  # noqa: E402  (it imports nothing from here)
+
 #: Emulator classes by the kind stored in model files.
 EMULATORS: dict[str, type[nn.Module]] = {
     "mlp": PayneMLP,
     "resmlp": ResidualMLP,
     "perpixel": PerPixelNetwork,
+    "cannon": CannonPolynomial,
 }
 
 
@@ -192,6 +195,11 @@ def build_emulator(kind: str, config: dict[str, Any]) -> nn.Module:
     for key in ("hidden",):
         if key in config:
             config[key] = tuple(int(v) for v in config[key])
+    for key in ("offset", "slope"):
+        if key in config:
+            config[key] = tuple(float(v) for v in config[key])
+    if "powers" in config:
+        config["powers"] = tuple(tuple(int(v) for v in row) for row in config["powers"])
     try:
         return cls(**config)
     except TypeError as err:
