@@ -45,15 +45,42 @@ def _labels(n: int, rng) -> np.ndarray:
     return np.column_stack([rng.uniform(*BOX[k], n) for k in NAMES])
 
 
-def prepare(out: Path, n_train: int, n_mock: int, snr: float, seed: int = 0) -> None:
+def lowres_spectra(labels, rv=None, max_rv: float = 0.0, cannon=None) -> np.ndarray:
+    """Normalised spectra of the Doppler Cannon at R = 2000 on :func:`grid_wavelength` (air) for
+    (n, 3) labels, Doppler-shifted by ``rv`` [km/s] (the public forward model, vmapped)."""
     import jax
     import jax.numpy as jnp
+
+    from jaxpayne import load_model
+    from jaxpayne.datasets import data_file
+    from jaxpayne.forward import forward_model_from_options, model_spectrum
+
+    wave = grid_wavelength()
+    if cannon is None:
+        cannon = load_model(data_file("doppler_cannon", "coolstars_cubic_cannon.npz"),
+                            wavelength_range=(wave[0] * 0.99, wave[-1] * 1.01))
+    rv = np.zeros(len(labels)) if rv is None else np.asarray(rv)
+    fm = forward_model_from_options(cannon, rv=max_rv > 0, resolution=RESOLUTION, continuum="none",
+                                    max_rv=max(max_rv, 1.0))
+    obs = fm.observation(wave, np.ones_like(wave), np.ones_like(wave), medium="air")
+
+    @jax.jit
+    def one(label, v):
+        values = dict(zip(NAMES, label))
+        values.update(rv=v, **{k: fm.fixed[k] for k in fm.fixed if k not in values and k != "rv"})
+        return model_spectrum(fm, values, obs).flux
+
+    return np.concatenate([np.asarray(jax.vmap(one)(jnp.asarray(labels[a:a + 256], jnp.float32),
+                                                    jnp.asarray(rv[a:a + 256], jnp.float32)))
+                           for a in range(0, len(labels), 256)])
+
+
+def prepare(out: Path, n_train: int, n_mock: int, snr: float, seed: int = 0) -> None:
     from astropy.table import Table
 
     from jaxpayne import load_model
     from jaxpayne.datasets import data_file
     from jaxpayne.emulators.cannon import cannon_model
-    from jaxpayne.forward import forward_model_from_options, model_spectrum
     from jaxpayne.grids import TrainingSet
 
     out.mkdir(parents=True, exist_ok=True)
@@ -63,19 +90,7 @@ def prepare(out: Path, n_train: int, n_mock: int, snr: float, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
 
     def spectra(labels, rv, max_rv):
-        fm = forward_model_from_options(cannon, rv=max_rv > 0, resolution=RESOLUTION, continuum="none",
-                                        max_rv=max(max_rv, 1.0))
-        obs = fm.observation(wave, np.ones_like(wave), np.ones_like(wave), medium="air")
-
-        @jax.jit
-        def one(label, v):
-            values = dict(zip(NAMES, label))
-            values.update(rv=v, **{k: fm.fixed[k] for k in fm.fixed if k not in values and k != "rv"})
-            return model_spectrum(fm, values, obs).flux
-
-        return np.concatenate([np.asarray(jax.vmap(one)(jnp.asarray(labels[a:a + 256], jnp.float32),
-                                                        jnp.asarray(rv[a:a + 256], jnp.float32)))
-                               for a in range(0, len(labels), 256)])
+        return lowres_spectra(labels, rv, max_rv, cannon=cannon)
 
     t0 = time.perf_counter()
     labels = _labels(n_train, rng)
@@ -86,6 +101,8 @@ def prepare(out: Path, n_train: int, n_mock: int, snr: float, seed: int = 0) -> 
     print(f"training set: {sane.sum()} of {n_train} spectra x {wave.size} pixels (others outside 0 < f < 1.3), "
           f"{time.perf_counter() - t0:.1f} s")
 
+    if n_mock == 0:
+        return
     # the mock observations: rv, the Cannon's continuum model, a throughput error, noise
     with np.load(path) as d:
         c = {k: d[f"continuum_{k}"] for k in ("wavelength", "theta", "powers", "fiducial", "scale")}
@@ -105,7 +122,8 @@ def prepare(out: Path, n_train: int, n_mock: int, snr: float, seed: int = 0) -> 
     observed = normalised * cont + rng.normal(size=cont.shape) * sigma
     (out / "mocks").mkdir(exist_ok=True)
     for k in range(n_mock):
-        np.savez(out / "mocks" / f"mock{k:04d}.npz", wavelength=wave, flux=observed[k], error=sigma[k])
+        np.savez(out / "mocks" / f"mock{k:04d}.npz", wavelength=wave, flux=observed[k], error=sigma[k],
+                 medium=np.array("air"))
     Table({"id": [f"mock{k:04d}" for k in range(n_mock)], "teff": truth[:, 0], "logg": truth[:, 1],
            "feh": truth[:, 2], "rv": rv}).write(out / "truth.ecsv", overwrite=True)
     print(f"{n_mock} mock spectra (S/N {snr:g}, un-normalised, flux-calibrated continuum x throughput) in {out / 'mocks'}")

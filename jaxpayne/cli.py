@@ -77,6 +77,11 @@ def _add_train(sub):
     p.add_argument("--continuum", metavar="filter:WIDTH",
                    help="divide the training spectra by their running-mean pseudo-continuum first, as the "
                    "likelihood's filter continuum does (DD-Payne normalisation); default: the flux as given")
+    p.add_argument("--gradient-model", metavar="MODEL",
+                   help="DD-Payne: tie the network's label gradients to this synthetic-spectrum model's (same "
+                   "labels and pixels)")
+    p.add_argument("--gradient-weight", type=float, default=0.01,
+                   help="weight of the gradient term with --gradient-model (default 0.01; see docs/data_driven.md)")
     p.add_argument("--cv", type=int, metavar="K", help="also report K-fold cross-validated label recovery")
     p.add_argument("--cv-out", metavar="TABLE", help="per-spectrum cross-validated labels (.fits/.ecsv/.csv)")
     p.add_argument("--hidden", type=_int_list, default=[300, 300], help="mlp hidden widths (default 300,300)")
@@ -134,6 +139,7 @@ def _cmd_train(args) -> int:
                                   else TrainingConfig.learning_rate),
         loss=args.loss,
         patience=args.patience or None,
+        gradient_weight=args.gradient_weight if args.gradient_model else 0.0,
         val_fraction=args.val_fraction,
         seed=args.seed,
     )
@@ -142,7 +148,7 @@ def _cmd_train(args) -> int:
     how = " (streamed from disk)" if isinstance(ts, StreamedTrainingSet) else ""
     print(f"training {args.emulator} on {ts.n_spectra} spectra x {ts.n_pixels} pixels{how}, "
           f"labels {list(ts.label_names)}")
-    result = train_emulator(ts, config, progress=not args.quiet)
+    result = train_emulator(ts, config, progress=not args.quiet, gradient_model=_gradient_model(args))
     out = result.model.save(args.out)
     s = result.model.validation["summary"]
     print(
@@ -152,6 +158,15 @@ def _cmd_train(args) -> int:
     )
     print(f"wrote {out}")
     return 0
+
+
+def _gradient_model(args):
+    """The synthetic-spectrum model of --gradient-model, or None."""
+    if not args.gradient_model:
+        return None
+    from jaxpayne import load_model
+
+    return load_model(args.gradient_model)
 
 
 def _error_columns(text):
@@ -187,12 +202,12 @@ def _train_data_driven(args, ts, config) -> int:
         ts = filter_normalize(ts, spec.width)
     has_errors = ts.label_errors is not None and np.any(np.nan_to_num(ts.label_errors) > 0)
     latent = (ts.n_missing > 0 or has_errors) if args.latent is None else args.latent
-    if ts.ivar is None:
-        if latent:
-            raise CLIError(f"{args.grid}: latent labels weigh each spectrum by its noise: the set needs ivar")
-        ts = TrainingSet(ts.wavelength, ts.labels, ts.flux, ts.label_names, ts.label_units, np.ones_like(ts.flux),
-                         ts.medium, ts.source, ts.meta, ts.label_errors)  # noiseless synthetic spectra: equal weights
-    train = training_function(ts, args.emulator, order=args.order, l1=args.l1, config=config, progress=not args.quiet)
+    if ts.ivar is None and latent:
+        raise CLIError(f"{args.grid}: latent labels weigh each spectrum by its noise: the set needs ivar")
+    if args.gradient_model and args.emulator == "cannon":
+        raise CLIError("--gradient-model ties a network's gradients; the Cannon has no such term")
+    train = training_function(ts, args.emulator, order=args.order, l1=args.l1, config=config, progress=not args.quiet,
+                              gradient_model=_gradient_model(args))
     what = f"cannon (order {args.order}{f', l1 {args.l1:g}' if args.l1 else ''})" if args.emulator == "cannon" \
         else args.emulator
     extras = [f"{ts.n_missing} missing labels"] if ts.n_missing else []
@@ -204,7 +219,9 @@ def _train_data_driven(args, ts, config) -> int:
     continuum = "none"  # the spectra are normalised (or filter-normalised) already
     if args.cv:
         t0 = time.perf_counter()
-        cv = cross_validate(train, ts.labels, ts.flux, ts.ivar, wavelength=ts.wavelength, label_names=ts.label_names,
+        # noiseless synthetic sets (no ivar): equal weights in the held-out fits (labels, not errors)
+        fit_ivar = ts.ivar if ts.ivar is not None else np.ones_like(ts.flux)
+        cv = cross_validate(train, ts.labels, ts.flux, fit_ivar, wavelength=ts.wavelength, label_names=ts.label_names,
                             folds=args.cv, seed=args.seed, errors=ts.label_errors if latent else None, latent=latent,
                             continuum=continuum)
         print(f"{args.cv}-fold cross-validation (fold of spectrum i: numpy.random.default_rng({args.seed})"
@@ -221,7 +238,7 @@ def _train_data_driven(args, ts, config) -> int:
         model = result.model
     else:
         keep = np.all(np.isfinite(ts.labels), axis=1)
-        model = train(ts.labels[keep], ts.flux[keep], ts.ivar[keep])
+        model = train(ts.labels[keep], ts.flux[keep], None if ts.ivar is None else ts.ivar[keep])
     seconds = time.perf_counter() - t0
     model = model.replace(provenance={**model.provenance, "training_source": ts.source,
                                       "dataset_sha256": ts.fingerprint(), "latent_labels": bool(latent),
@@ -310,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_options(p):
     """The forward-model, likelihood and start-fit options shared by ``fit`` and ``sample``."""
     p.add_argument("--wavelength", help="wavelength grid for files that carry none (e.g. binspec npz spectra)")
+    p.add_argument("--air", action="store_true",
+                   help="the spectrum files' wavelengths are in air (generic files; default: what the file says, "
+                   "else vacuum)")
     p.add_argument("--rv", dest="rv", action="store_true", default=True, help="fit the radial velocity (default)")
     p.add_argument("--no-rv", dest="rv", action="store_false", help="hold rv at 0 (rest-frame spectra)")
     _add_forward_options(p)
@@ -379,6 +399,8 @@ def _first_spectra(args, verb: str, **options):
 
     from jaxpayne.io import iter_spectra
 
+    if getattr(args, "air", False):
+        options.setdefault("medium", "air")
     spectra = iter_spectra(args.spectra, on_error="skip", wavelength=args.wavelength, **options)
     first = next(spectra, None)  # reads the first file only
     if first is None:

@@ -510,11 +510,12 @@ def filter_normalize(training_set, width: float = 50.0):
 
 
 def training_function(training_set, emulator: str = "cannon", *, order: int = 2, l1: float = 0.0, config=None,
-                      progress: bool = False) -> Callable:
+                      progress: bool = False, gradient_model=None) -> Callable:
     """``train(labels, flux, ivar[, label_covariance=]) -> Model`` on the grid, label names and
     medium of ``training_set``: The Cannon (:func:`~jaxpayne.emulators.cannon.train_cannon`) or a
     network (:func:`~jaxpayne.training.train_emulator` with ``config``, which holds out its own
-    validation spectra). For :func:`train_with_latent_labels` and :func:`cross_validate`."""
+    validation spectra, and the DD-Payne ``gradient_model``). For
+    :func:`train_with_latent_labels` and :func:`cross_validate`."""
     from jaxpayne.grids import TrainingSet
 
     ts = training_set
@@ -533,7 +534,7 @@ def training_function(training_set, emulator: str = "cannon", *, order: int = 2,
 
     def train_network(labels, flux, ivar):
         subset = TrainingSet(ts.wavelength, labels, flux, ts.label_names, ts.label_units, ivar, ts.medium, ts.source)
-        return train_emulator(subset, config, progress=progress).model
+        return train_emulator(subset, config, progress=progress, gradient_model=gradient_model).model
 
     return train_network
 

@@ -52,6 +52,8 @@ class TrainingConfig:
         subtract_noise: when the validation spectra have ``ivar`` (observed spectra), store as the
             emulator error the rms in excess of their noise (see :func:`validation_errors`). Set
             False when ``ivar`` only weights or masks noiseless spectra.
+        gradient_weight: weight λ of the DD-Payne gradient term (needs ``gradient_model`` in
+            :func:`train_emulator`; 0: none).
     """
 
     emulator: str = "mlp"
@@ -69,6 +71,7 @@ class TrainingConfig:
     val_fraction: float = 0.1
     seed: int = 0
     subtract_noise: bool = True
+    gradient_weight: float = 0.0
 
     def emulator_config(self, n_pixels: int, n_labels: int) -> dict[str, Any]:
         """The JSON config of the emulator this training builds."""
@@ -233,10 +236,23 @@ def train_emulator(
     validation: TrainingSet | None = None,
     progress: bool = True,
     block_rows: int | None = None,
+    gradient_model=None,
     **overrides,
 ) -> TrainingResult:
-    """Train an emulator on a training set.
+    r"""Train an emulator on a training set.
 
+    With ``gradient_model`` and ``config.gradient_weight`` λ > 0 (DD-Payne; Xiang et al. 2019,
+    ApJS 245, 34) the loss has a second term that ties the network's label gradients to those of
+    a synthetic-spectrum model on the same pixels,
+
+    .. math:: \lambda \,\bigl\langle (\partial f_{\rm net}/\partial s_k
+              - \partial f_{\rm syn}/\partial s_k)^2 \bigr\rangle
+
+    (mean over pixels, labels and points; s the scaled labels, so each gradient is the flux change
+    across the label's training range), at every minibatch's labels and at as many points drawn
+    uniformly in the label box, where a data-driven set has no stars. The data term is the
+    ivar-weighted mean squared residual, in flux² at the median noise: λ ≈ 1 weighs a gradient
+    error like a flux error of the same size.
     Args:
         training_set: spectra with labels. Unless ``validation`` is given, a reproducible
             ``config.val_fraction`` of it is held out (:meth:`TrainingSet.split`). A
@@ -250,6 +266,8 @@ def train_emulator(
         progress: show a tqdm progress bar with the losses.
         block_rows: spectra per block of a streamed set (default :data:`STREAM_BLOCK_ROWS`,
             rounded down to whole minibatches).
+        gradient_model: the synthetic-spectrum model (a :class:`~jaxpayne.Model` with the same
+            label names and pixels) of the gradient term; not with a streamed set.
 
     Returns:
         A :class:`TrainingResult`; ``result.model`` carries the best validation weights, the
@@ -341,15 +359,24 @@ def train_emulator(
     params = module.init(init_key, x_val[:1])
     opt_state = optimizer.init(params)
 
-    def loss_fn(p, x, y, w):
+    gradient_term = _gradient_term(config, gradient_model, spec, module, full, streamed)
+    if gradient_term is not None:
+        box_points = jnp.asarray(np.random.default_rng(config.seed + 1).uniform(-0.5, 0.5, (n_train, len(spec.names))),
+                                 jnp.float32)
+
+    def loss_fn(p, x, y, w, box=None):
         r = module.apply(p, x) - y
         if config.loss == "l2":
-            return jnp.sum(w * r**2) / jnp.sum(w > 0)
-        return jnp.sum(jnp.sqrt(w) * jnp.abs(r)) / jnp.sum(w > 0)
+            loss = jnp.sum(w * r**2) / jnp.sum(w > 0)
+        else:
+            loss = jnp.sum(jnp.sqrt(w) * jnp.abs(r)) / jnp.sum(w > 0)
+        if gradient_term is not None:
+            loss = loss + gradient_term(p, jnp.concatenate([x, box]))
+        return loss
 
-    def update(carry, x, y, w):
+    def update(carry, x, y, w, box=None):
         p, s = carry
-        loss, grads = jax.value_and_grad(loss_fn)(p, x, y, w)
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, y, w, box)
         updates, s = optimizer.update(grads, s, p)
         return (optax.apply_updates(p, updates), s), loss
 
@@ -377,7 +404,8 @@ def train_emulator(
             return p, s, total / n_batches
     else:
         def step(carry, idx):
-            return update(carry, x_train[idx], y_train[idx], w_train[idx])
+            box = None if gradient_term is None else box_points[idx]
+            return update(carry, x_train[idx], y_train[idx], w_train[idx], box)
 
         @jax.jit
         def run_epoch(p, s, k):
@@ -438,10 +466,42 @@ def train_emulator(
         "best_epoch": int(best_epoch),
         "training_seconds": round(seconds, 2),
         "training_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        **({"gradient_model": {"kind": gradient_model.kind, "source": str(gradient_model.provenance.get(
+            "training_source", gradient_model.provenance.get("source", "")))}} if gradient_model is not None else {}),
         "versions": _versions(),
     }
     model = proto.replace(params=params, validation=errors, provenance=provenance)
     return TrainingResult(model, {k: np.asarray(v) for k, v in history.items()}, int(best_epoch), seconds)
+
+
+def _gradient_term(config, gradient_model, spec, module, full, streamed):
+    """λ ⟨(∂f_net/∂s − ∂f_syn/∂s)²⟩ at scaled labels (n, L), or None (see :func:`train_emulator`)."""
+    import jax
+    import jax.numpy as jnp
+
+    weight = float(config.gradient_weight)
+    if gradient_model is None:
+        if weight > 0:
+            raise ValueError("gradient_weight > 0 needs a gradient_model (the synthetic-spectrum model)")
+        return None
+    if streamed:
+        raise ValueError("the gradient term needs the training set in memory (not streamed)")
+    if tuple(gradient_model.label_names) != tuple(spec.names):
+        raise ValueError(f"gradient_model labels {list(gradient_model.label_names)} differ from the set's {list(spec.names)}")
+    if gradient_model.n_pixels != full.n_pixels or not np.allclose(gradient_model.wavelength, full.wavelength):
+        raise ValueError("gradient_model must predict the training set's pixels")
+    if not weight > 0:
+        return None
+    span = jnp.asarray(spec.upper - spec.lower, jnp.float32)
+    synthetic_params = gradient_model.params
+
+    def term(p, scaled):
+        jac_net = jax.vmap(jax.jacfwd(lambda x: module.apply(p, x)))(scaled)  # (n, P, L)
+        physical = spec.unscale(scaled)
+        jac_syn = jax.vmap(jax.jacfwd(lambda l: gradient_model.apply(synthetic_params, l)))(physical) * span
+        return weight * jnp.mean((jac_net - jax.lax.stop_gradient(jac_syn)) ** 2)
+
+    return term
 
 
 def _versions() -> dict:

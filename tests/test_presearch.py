@@ -104,3 +104,33 @@ def test_rv_found_when_the_box_centre_template_has_no_lines(emulator):
                                        squares=(9.0 * library.squares).at[0].set(0.0))
     error = _rv_errors(fitter, emulator, np.linspace(-150.0, 150.0, 6), label_seed=8, noise_seed=4)
     assert np.max(np.abs(error)) < 0.5 * fitter.forward.grid.velocity_step, error
+
+
+def test_rv_reaches_max_rv_on_a_coarse_low_resolution_grid():
+    """On a LAMOST-like grid (69 km/s pixels, lines of R ≈ 2000) velocities out to ±max_rv
+    = 200 km/s are found and fitted: the shifts around ±max_rv are searched, and the optimiser's
+    window is at least a grid step wide (before: every |rv| > 133.5 km/s stuck there, flagged
+    RV_AT_LIMIT)."""
+    from jaxpayne.fitting import Flags
+
+    wave = 10.0 ** np.arange(np.log10(4000.0), np.log10(5500.0), 1e-4)
+    coarse = SyntheticLineEmulator(wave, n_lines=120, line_width=60.0, seed=4)
+    fitter = Fitter(coarse, rv=True, max_rv=200.0, continuum="filter", templates=64, emulator_error=False)
+    assert fitter.forward.grid.velocity_step > 60.0
+    rv = np.array([-195.0, -160.0, -140.0, 0.0, 150.0, 190.0])
+    lo, hi = coarse.bounds
+    labels = lo + (hi - lo) * np.random.default_rng(2).uniform(0.2, 0.8, (len(rv), 3))
+    from jaxpayne.forward import make_observation
+
+    fm = fitter.forward
+    obs_wave = wave[40:-40]
+    template = make_observation(obs_wave, np.ones_like(obs_wave))
+    rng = np.random.default_rng(3)
+    batch = []
+    for lab, v in zip(labels, rv):
+        clean = np.asarray(fm.model_flux(fm.pack(dict(zip(fm.label_names, lab), rv=v)), template))
+        batch.append(make_observation(obs_wave, clean + 0.01 * rng.normal(size=clean.size), np.full(clean.size, 1e4)))
+    result = fitter.fit(pad_observations(batch))
+    found = result.theta[:, fitter.param_names.index("rv")]
+    assert np.max(np.abs(found - rv)) < 3.0, found
+    assert not np.any(result.flags & int(Flags.RV_AT_LIMIT))

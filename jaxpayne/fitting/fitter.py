@@ -56,8 +56,12 @@ REFINE_STAGES = (0.7,)
 MIN_PASS_BATCH = 8
 #: Minimum number of usable pixels per free parameter for a fit to be attempted.
 MIN_PIXELS_PER_PARAMETER = 3
-#: Half-width [km/s] of the velocity window around the pre-search's rv the optimiser works in.
+#: Half-width [km/s] of the velocity window around the pre-search's rv the optimiser works in (at
+#: least :data:`RV_WINDOW_NODES` working-grid steps: on a coarse, low-resolution grid a step is
+#: wider than this).
 RV_WINDOW = 30.0
+#: Smallest half-width of the velocity window, in working-grid steps (c·Δln λ).
+RV_WINDOW_NODES = 1.0
 #: Broadening parameters whose derivative vanishes at 0 (even transfer functions).
 EVEN_PARAMETERS = ("vsini", "vmacro")
 #: Δχ² of the one-sided 95 % upper limit of an undetected broadening parameter.
@@ -300,8 +304,8 @@ class Fitter:
 
     # --------------------------------------------------------------------------- one spectrum
     def _velocity_window(self, obs, fixed, rv0):
-        """(lower, upper) velocities [km/s] of one fit: rv₀ ± RV_WINDOW inside ±max_rv, or the
-        fixed rv."""
+        """(lower, upper) velocities [km/s] of one fit: rv₀ ± max(RV_WINDOW, RV_WINDOW_NODES grid
+        steps) inside ±max_rv, or the fixed rv."""
         import jax.numpy as jnp
 
         dtype = obs.flux.dtype
@@ -309,8 +313,9 @@ class Fitter:
             rv = jnp.asarray(fixed.get("rv", self.forward.fixed["rv"]), dtype)
             return jnp.stack([rv, rv])
         limit = self.forward.max_rv
-        return jnp.stack([jnp.clip(rv0 - RV_WINDOW, -limit, limit),
-                          jnp.clip(rv0 + RV_WINDOW, -limit, limit)]).astype(dtype)
+        half = max(RV_WINDOW, RV_WINDOW_NODES * float(self.forward.grid.velocity_step))
+        return jnp.stack([jnp.clip(rv0 - half, -limit, limit),
+                          jnp.clip(rv0 + half, -limit, limit)]).astype(dtype)
 
     def _problem(self, fm, obs, fixed, window):
         """Residuals of one spectrum in working coordinates, the box there, and the fit's data.

@@ -225,7 +225,9 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
 
     constant = jnp.sum(weight * depth * depth)
 
-    max_shift = int(math.floor(math.atanh(forward.max_rv / SPEED_OF_LIGHT) / grid.log_step))
+    # one node beyond ±max_rv: the extreme shifts are never chosen (the parabola needs both
+    # neighbours), so ±max_rv itself stays reachable on coarse (low-resolution) grids
+    max_shift = int(math.ceil(math.atanh(forward.max_rv / SPEED_OF_LIGHT) / grid.log_step)) + 1
     max_shift = min(max_shift, n // 2 - 2)
     shifts = jnp.arange(-max_shift, max_shift + 1)
 
@@ -284,6 +286,6 @@ def presearch(forward, library: TemplateLibrary, obs, *, fit_rv: bool, rv_index:
     lowest = jnp.where(jnp.isfinite(lowest), lowest, jnp.inf)
     order = jnp.argsort(lowest)[:n_best]
     starts = library.u[candidates[order]]
-    velocity = SPEED_OF_LIGHT * jnp.tanh(refined[order] * grid.log_step)
+    velocity = jnp.clip(SPEED_OF_LIGHT * jnp.tanh(refined[order] * grid.log_step), -forward.max_rv, forward.max_rv)
     starts = starts.at[:, rv_index].set(rv_to_u(velocity).astype(starts.dtype))
     return starts, lowest[order], velocity
