@@ -752,9 +752,9 @@ def _crlb(args) -> int:
     if args.pixels:
         from jaxpayne.io import read_spectrum
 
-        spectrum = read_spectrum(args.pixels)
+        spectrum = read_spectrum(args.pixels)[0]  # a file may hold several: the first one's pixels
         wave, segment, medium = np.asarray(spectrum.wavelength, np.float64), spectrum.segment, spectrum.medium
-        mask = ~(np.asarray(spectrum.ivar) > 0)
+        mask = ~np.asarray(spectrum.good)
         ranges = [(float(wave.min()), float(wave.max()))]
     else:
         ranges = (_parse_ranges(args.wavelength_range) if args.wavelength_range

@@ -554,4 +554,11 @@ def covering_model(model, wavelength, *, medium: str | None = None, **options):
                          f"the model covers ({allowed} Å at rest, less the broadening margin and the Doppler margin "
                          f"of {full.rv_margin:g} km/s)")
     span = (float(wave[covered].min()), float(wave[covered].max()))
-    return forward_model_from_options(model, obs_wavelength_range=span, **options), covered
+    fm = forward_model_from_options(model, obs_wavelength_range=span, **options)
+    # the span's own working grid can stop short of pixels at the emulator's very ends (its
+    # resampling needs nodes beyond them): those are left out too
+    covered &= fm.valid_wavelength(wave)
+    if not np.any(covered):
+        raise ValueError(f"no pixel of {wave.min():.2f}–{wave.max():.2f} Å ({model_medium}) lies in the range the "
+                         "model covers")
+    return fm, covered

@@ -300,3 +300,35 @@ def test_ddpayne_gradient_term_ties_label_gradients_where_there_are_no_stars(tmp
                  "--out", str(tmp_path / "dd.h5")]) == 0
     trained = jaxpayne.load_model(tmp_path / "dd.h5")
     assert trained.provenance["training_config"]["gradient_weight"] == 0.1 and "gradient_model" in trained.provenance
+
+
+def test_a_cannon_from_spectrum_files_fits_samples_and_bounds(tmp_path, capsys):
+    """The whole data-driven path at the command line: spectrum files and a catalogue →
+    `train --labels-from --emulator cannon` → `fit`, `sample` and `crlb` with the Cannon file."""
+    from astropy.table import Table
+
+    from jaxpayne.cli import main
+
+    labels, flux, ivar, wave = _mock(n=80, n_pix=60, seed=9)
+    files = []
+    for k in range(80):
+        _write_spectrum(tmp_path / f"s{k}.npz", wave, flux[k], ivar[k] ** -0.5)
+        files.append(f"s{k}.npz")
+    Table({"file": files, "id": [f"star{k}" for k in range(80)]}).write(tmp_path / "spectra.csv")
+    Table({"id": [f"star{k}" for k in range(80)], "teff": labels[:, 0], "logg": labels[:, 1],
+           "feh": labels[:, 2]}).write(tmp_path / "labels.csv")
+    model = str(tmp_path / "cannon.h5")
+    assert main(["train", str(tmp_path / "spectra.csv"), "--labels-from", str(tmp_path / "labels.csv"),
+                 "--emulator", "cannon", "--out", model]) == 0
+    assert "training cannon (order 2) on 80 spectra x 60 pixels" in capsys.readouterr().out
+    spectra = [str(tmp_path / "s0.npz"), str(tmp_path / "s1.npz")]
+    common = ["--model", model, "--no-rv", "--continuum", "none"]
+    assert main(["fit", *spectra, *common, "--out", str(tmp_path / "fit.ecsv"), "--quiet"]) == 0
+    fit = Table.read(tmp_path / "fit.ecsv")
+    assert np.all(np.abs(fit["teff"] - labels[:2, 0]) < 4 * fit["teff_err"] + 20.0)
+    assert main(["sample", spectra[0], *common, "--chains", "2", "--warmup", "100", "--samples", "100",
+                 "--out", str(tmp_path / "post.nc"), "--quiet"]) == 0
+    assert main(["crlb", "--model", model, "--labels", "teff=4600,logg=2.4,feh=-0.2", "--snr", "100",
+                 "--pixels", spectra[0], "--out", str(tmp_path / "crlb.ecsv")]) == 0
+    bounds = Table.read(tmp_path / "crlb.ecsv")  # (before: --pixels failed on every file)
+    assert list(bounds["name"]) == ["teff", "logg", "feh"] and np.all(np.isfinite(bounds["sigma"]))
