@@ -401,7 +401,18 @@ def _first_spectra(args, verb: str, **options):
 
     if getattr(args, "air", False):
         options.setdefault("medium", "air")
-    spectra = iter_spectra(args.spectra, on_error="skip", wavelength=args.wavelength, **options)
+    if args.manifest:
+        from jaxpayne.io.manifest import iter_manifest
+
+        if args.spectra:
+            raise CLIError("give spectrum files or --manifest, not both")
+        if any(getattr(args, k, None) for k in ("visits", "binary")):
+            raise CLIError("--manifest does not combine with --visits or --binary yet")
+        spectra = iter_manifest(args.stars, wavelength=args.wavelength, **options)
+    elif not args.spectra:
+        raise CLIError(f"no spectra to {verb}: give spectrum files or --manifest")
+    else:
+        spectra = iter_spectra(args.spectra, on_error="skip", wavelength=args.wavelength, **options)
     first = next(spectra, None)  # reads the first file only
     if first is None:
         raise CLIError(f"no spectra to {verb}")
@@ -415,7 +426,10 @@ def _add_fit(sub):
         description="Fit SPECTRUM files (FITS tables/images, APOGEE apStar/apVisit, GALAH CCDs, npz) "
         "and write one row per spectrum (labels, errors, covariance, chi2, flags) to --out.",
     )
-    p.add_argument("spectra", nargs="+", metavar="SPECTRUM", help="spectrum files")
+    p.add_argument("spectra", nargs="*", metavar="SPECTRUM", help="spectrum files (or --manifest)")
+    p.add_argument("--manifest", metavar="TABLE",
+                   help="one row per star: id, files (';'-separated, joined into one multi-segment spectrum) and "
+                   "optional fixed_<parameter> columns (e.g. fixed_rv); see docs/spectra_io.md")
     p.add_argument("--model", required=True, help="model file (.h5), or an npz network with --model-format")
     p.add_argument("--out", required=True, help="output table: .fits, .ecsv or .parquet")
     _add_model_options(p)
@@ -438,6 +452,19 @@ def _add_fit(sub):
     _add_model_file_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fit)
+
+
+def _manifest_fixed(args) -> dict:
+    """Read --manifest (into ``args.stars``); the fitter options its fixed_ columns need: those
+    parameters held fixed (at their largest |value|, which sets the margins; each star's own
+    value is used in its fit), rv not fitted when it is one of them."""
+    from jaxpayne.io.manifest import manifest_fixed, read_manifest
+
+    args.stars = read_manifest(args.manifest)
+    fixed = manifest_fixed(args.stars)
+    if not fixed:
+        return {}
+    return {"fixed": fixed, **({"rv": False} if "rv" in fixed else {})}
 
 
 def _add_binary_options(p, what: str, output: str):
@@ -522,8 +549,10 @@ def _cmd_fit(args) -> int:
     from jaxpayne.fitting import fit_spectra
 
     model = _load_model_args(args, prefix="model_")
-    spectra = _first_spectra(args, "fit", **({"visits": True} if args.visits else {}))
     options = _forward_kwargs(args)
+    if args.manifest:
+        options.update(_manifest_fixed(args))
+    spectra = _first_spectra(args, "fit", **({"visits": True} if args.visits else {}))
     if args.visits:
         fitter, spectra = _visit_fitter(args, model, spectra)
         options = {"fitter": fitter}
@@ -554,7 +583,10 @@ def _add_sample(sub):
         "many stars in one compiled call; write ArviZ InferenceData (netCDF, --out) and a per-star "
         "summary (--summary).",
     )
-    p.add_argument("spectra", nargs="+", metavar="SPECTRUM", help="spectrum files")
+    p.add_argument("spectra", nargs="*", metavar="SPECTRUM", help="spectrum files (or --manifest)")
+    p.add_argument("--manifest", metavar="TABLE",
+                   help="one row per star: id, files (';'-separated, joined into one multi-segment spectrum) and "
+                   "optional fixed_<parameter> columns (e.g. fixed_rv); see docs/spectra_io.md")
     p.add_argument("--model", required=True, help="model file (.h5), or an npz network with --model-format")
     p.add_argument("--out", required=True, help="posterior samples: InferenceData netCDF (.nc)")
     p.add_argument("--summary", help="per-star summary table: .fits, .ecsv or .parquet")
@@ -598,6 +630,8 @@ def _sample(args) -> int:
 
     prior = _load_prior_arg(args)
     model = _load_model_args(args, prefix="model_")
+    if args.manifest and _manifest_fixed(args):
+        raise CLIError(f"{args.manifest}: per-star fixed_ columns are for fit only (so far)")
     spectra = _first_spectra(args, "sample")
     options = _forward_kwargs(args)
     if args.binary:

@@ -303,7 +303,14 @@ def _chunk_rows(fitter: Fitter, context: _RunContext, chunk, n_batch) -> list[di
             batch = fitter.batch(stars, _padded_length(o for visits in stars for o in visits))
         else:
             batch = pad_batch(observations, n_batch)
-        result = fitter.fit(batch)
+        per_star = [fit[3].get("fixed") or {} for fit in fits]
+        fixed = None
+        if any(per_star):  # padded with the first star's values, like the batch itself
+            if any(set(values) != set(per_star[0]) for values in per_star):
+                raise ValueError("every spectrum of a batch needs the same per-star fixed parameters")
+            fixed = {name: np.array([values[name] for values in per_star]
+                                    + [per_star[0][name]] * (n_batch - len(per_star))) for name in per_star[0]}
+        result = fitter.fit(batch, fixed=fixed)
         fitted = (_result_row(context, *fit[:2], fit[3], result, i) for i, fit in enumerate(fits))
     return [next(fitted) if isinstance(entry, tuple) else entry for entry in chunk]
 
@@ -344,6 +351,13 @@ def spectrum_observation(fitter: Fitter, spectrum):
     extra = {"n_good": n_good, "n_masked": n_good - kept,
              "frame": getattr(spectrum, "frame", None) or "unknown",
              "bc": float("nan") if bc is None else float(bc)}
+    fixed = (getattr(spectrum, "meta", None) or {}).get("fixed")
+    if fixed:  # per-star values of parameters the fit holds fixed (a manifest's fixed_ columns)
+        unknown = sorted(set(fixed) - set(fm.fixed))
+        if unknown:
+            raise ValueError(f"per-star fixed values for {unknown}, which this fit does not hold fixed "
+                             f"(fixed: {sorted(fm.fixed)})")
+        extra["fixed"] = dict(fixed)
     return obs, extra
 
 

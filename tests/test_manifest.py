@@ -1,0 +1,97 @@
+"""Manifests: one row per star → its files (joined into one multi-segment star) and per-star
+fixed values; the real GALAH star's four CCD files as one star."""
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from jaxpayne.io.manifest import iter_manifest, manifest_fixed, read_manifest
+
+NAMES = ("teff", "logg", "feh")
+
+
+@pytest.fixture(scope="module")
+def cannon_file(tmp_path_factory):
+    """A small Cannon trained on mock spectra of two wavelength pieces (two "arms")."""
+    from jaxpayne.emulators.cannon import train_cannon
+    from jaxpayne.testing import mock_grid
+
+    wave = np.exp(np.linspace(np.log(5000.0), np.log(5060.0), 700))
+    labels, flux = mock_grid(300, wave, NAMES, [4500.0, 2.0, -1.0], [6000.0, 4.5, 0.3], seed=1)
+    model = train_cannon(labels, flux, None, label_names=NAMES, wavelength=wave, order=3)
+    return model.save(tmp_path_factory.mktemp("manifest") / "cannon.h5")
+
+
+def _write(path, wave, flux, sigma):
+    np.savez(path, wavelength=wave, flux=flux, error=np.full_like(flux, sigma))
+
+
+def _stars(tmp_path, model, rv):
+    """Three mock stars, each as two files (blue and red arm), at velocities ``rv``."""
+    from jaxpayne.forward import forward_model_from_options, make_observation
+
+    fm = forward_model_from_options(model, rv=True, max_rv=60.0, continuum="none")
+    rng = np.random.default_rng(0)
+    labels = np.array([[5000.0, 3.0, -0.3], [5500.0, 4.0, 0.0], [4800.0, 2.5, -0.6]])
+    rows = []
+    for k, (lab, v) in enumerate(zip(labels, rv)):
+        names = []
+        for arm, (lo, hi) in enumerate([(5008.0, 5028.0), (5032.0, 5052.0)]):
+            w = np.exp(np.linspace(np.log(lo), np.log(hi), 300))
+            clean = np.asarray(fm.model_flux(fm.pack(dict(zip(NAMES, lab), rv=v)), make_observation(w, np.ones_like(w))))
+            _write(tmp_path / f"star{k}_arm{arm}.npz", w, clean + 0.005 * rng.normal(size=w.size), 0.005)
+            names.append(f"star{k}_arm{arm}.npz")
+        rows.append(";".join(names))
+    return labels, rows
+
+
+def test_manifest_rows_and_errors(tmp_path):
+    Table({"id": ["a", "b"], "files": ["x.fits;y.fits", "z.fits"], "fixed_rv": [10.0, -30.0]}).write(tmp_path / "m.csv")
+    stars = read_manifest(tmp_path / "m.csv")
+    assert stars[0].files == (str(tmp_path / "x.fits"), str(tmp_path / "y.fits")) and stars[1].fixed == {"rv": -30.0}
+    assert manifest_fixed(stars) == {"rv": 30.0}
+    failures = list(iter_manifest(stars))
+    assert len(failures) == 2 and "star a" in failures[0].message and failures[0].source.endswith("y.fits")
+    Table({"id": ["a", "a"], "files": ["x", "y"]}).write(tmp_path / "dup.csv")
+    with pytest.raises(ValueError, match="duplicated id"):
+        read_manifest(tmp_path / "dup.csv")
+    Table({"id": ["a"], "spectra": ["x"]}).write(tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match="needs columns 'id' and 'files'"):
+        read_manifest(tmp_path / "bad.csv")
+    Table({"id": ["a", "b"], "files": ["x", "y"], "fixed_rv": [1.0, np.nan]}).write(tmp_path / "nan.csv")
+    with pytest.raises(ValueError, match="fixed_rv must be finite"):
+        read_manifest(tmp_path / "nan.csv")
+
+
+def test_fit_a_manifest_of_two_arm_stars_with_catalogue_velocities(tmp_path, cannon_file, capsys):
+    """Each star's two files are one two-segment spectrum; with a fixed_rv column every star is
+    fitted at its own catalogue velocity (rv not a free parameter)."""
+    from jaxpayne import load_model
+    from jaxpayne.cli import main
+
+    rv = np.array([-40.0, 12.0, 35.0])
+    labels, files = _stars(tmp_path, load_model(cannon_file), rv)
+    Table({"id": ["s0", "s1", "s2"], "files": files}).write(tmp_path / "free.csv")
+    Table({"id": ["s0", "s1", "s2"], "files": files, "fixed_rv": rv}).write(tmp_path / "fixed.csv")
+    Table({"id": ["s0", "s1", "s2"], "files": files, "fixed_rv": rv + 8.0}).write(tmp_path / "wrong.csv")
+    common = ["--model", str(cannon_file), "--continuum", "none", "--max-rv", "60", "--quiet"]
+    for name in ("free", "fixed", "wrong"):
+        assert main(["fit", "--manifest", str(tmp_path / f"{name}.csv"), *common, "--out", str(tmp_path / f"{name}.ecsv")]) == 0
+    free, fixed, wrong = (Table.read(tmp_path / f"{n}.ecsv") for n in ("free", "fixed", "wrong"))
+    assert list(free["id"]) == ["s0", "s1", "s2"] and free["source"][0].count(";") == 1
+    np.testing.assert_allclose(free["rv"], rv, atol=0.5)
+    assert "rv" not in fixed.colnames or np.all(np.isnan(fixed["rv"]))
+    np.testing.assert_allclose(fixed["teff"], labels[:, 0], atol=60.0)
+    assert np.all(wrong["chi2"] > 3 * fixed["chi2"])  # the star's own velocity is what was used
+    assert main(["fit", "--manifest", str(tmp_path / "free.csv"), str(tmp_path / "x.npz"), *common,
+                 "--out", str(tmp_path / "both.ecsv")]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_galah_ccd_files_are_one_star(need_data, tmp_path):
+    folder = need_data("galah_benchmark")
+    files = sorted(str(p) for p in folder.glob("*.fits"))
+    Table({"id": ["mu_Leo"], "files": [";".join(files)]}).write(tmp_path / "galah.csv")
+    (star,) = list(iter_manifest(tmp_path / "galah.csv"))
+    assert star.id == "mu_Leo" and star.n_segments == 4 and star.medium == "air"
+    assert star.wavelength.size == 4 * 4096 and star.meta["fixed"] == {}
