@@ -310,7 +310,7 @@ def _chunk_rows(fitter: Fitter, context: _RunContext, chunk, n_batch) -> list[di
                 raise ValueError("every spectrum of a batch needs the same per-star fixed parameters")
             fixed = {name: np.array([values[name] for values in per_star]
                                     + [per_star[0][name]] * (n_batch - len(per_star))) for name in per_star[0]}
-        result = fitter.fit(batch, fixed=fixed)
+        result = fitter.fit(batch) if fixed is None else fitter.fit(batch, fixed=fixed)
         fitted = (_result_row(context, *fit[:2], fit[3], result, i) for i, fit in enumerate(fits))
     return [next(fitted) if isinstance(entry, tuple) else entry for entry in chunk]
 
