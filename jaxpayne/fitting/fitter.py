@@ -34,7 +34,7 @@ from jaxpayne.fitting.lm import LMOptions, levenberg_marquardt
 from jaxpayne.fitting.presearch import build_library, library_size, presearch
 from jaxpayne.forward.likelihood import DEFAULT_SETTINGS, LikelihoodSettings
 
-__all__ = ["Flags", "Fitter", "BatchFit", "invert_fisher", "marginal_terms", "quality_flags"]
+__all__ = ["Flags", "Fitter", "BatchFit", "batch_over_devices", "invert_fisher", "marginal_terms", "quality_flags"]
 
 #: Reciprocal condition number below which a Fisher matrix counts as singular.
 SINGULAR_RCOND = 1e-10
@@ -241,10 +241,11 @@ class Fitter:
         # the forward model is an argument of the compiled calls: its weights are inputs of the
         # programs rather than constants folded into them (smaller executables and cache entries,
         # faster lowering, one program for every model of the same shapes)
-        self._fit_batch = jax.jit(jax.vmap(self._fit_one, in_axes=(None, None, 0, 0)))
-        self._refine_batch = jax.jit(jax.vmap(self._refine_one, in_axes=(None, 0, 0, 0, 0, 0, None)))
+        # (each split over the local devices when there are several: see batch_over_devices)
+        self._fit_batch = batch_over_devices(self._fit_one, (None, None, 0, 0))
+        self._refine_batch = batch_over_devices(self._refine_one, (None, 0, 0, 0, 0, 0, None))
         self._scan_batch = {
-            name: jax.jit(jax.vmap(functools.partial(self._chi2_scan, name=name), in_axes=(None, 0, 0, 0, 0)))
+            name: batch_over_devices(functools.partial(self._chi2_scan, name=name), (None, 0, 0, 0, 0))
             for name in self._even
         }
 
@@ -583,6 +584,40 @@ class Fitter:
                 values[todo] = [_crossing(g, c - c.min(), UPPER_LIMIT_DCHI2) for g, c in zip(grid, chi2)]
             limits[name] = values
         return limits
+
+
+def batch_over_devices(fn, in_axes):
+    """``jit(vmap(fn, in_axes))``, split over the local devices when there are several.
+
+    With ``n > 1`` local devices a call whose batch (the leading axis of the mapped arguments) is
+    a multiple of ``n`` runs as ``shard_map`` over a one-axis mesh of them: each device fits its
+    own share of the spectra with the same per-device program, the unmapped arguments (the
+    forward model, the template library) replicated. Other calls, and one device, use the plain
+    compiled function. (``shard_map`` rather than sharded inputs to one ``jit``: the automatic
+    partitioning of the FFTs trips an XLA CPU layout check.) On a CPU, several devices come from
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
+
+    Returns:
+        A function with ``fn``'s batched signature.
+    """
+    import jax
+    from jax.sharding import Mesh, PartitionSpec
+
+    mapped = jax.vmap(fn, in_axes=in_axes)
+    plain = jax.jit(mapped)
+    devices = jax.local_devices()
+    if len(devices) < 2:
+        return plain
+    specs = tuple(PartitionSpec() if a is None else PartitionSpec("batch") for a in in_axes)
+    split = jax.jit(jax.shard_map(mapped, mesh=Mesh(np.asarray(devices), ("batch",)), in_specs=specs,
+                                  out_specs=PartitionSpec("batch"), check_vma=False))
+    batch_arg = next(i for i, a in enumerate(in_axes) if a is not None)
+
+    def call(*args):
+        batch = jax.tree_util.tree_leaves(args[batch_arg])[0].shape[0]
+        return (split if batch % len(devices) == 0 else plain)(*args)
+
+    return call
 
 
 def marginal_terms(fm, data):

@@ -171,6 +171,7 @@ def fit_spectra(
             n_fit = sum(isinstance(entry, tuple) for entry in chunk)
             if n_batch is None and n_fit:
                 n_batch = n_fit if last else batch_size  # fixed from the first fitted batch on
+                n_batch = _device_multiple(n_batch)  # whole shards on every local device
             _commit(_chunk_rows(fitter, context, chunk, n_batch), rows, journal)
             if out_path is not None and not last and time.monotonic() - written >= table_every:
                 _write_table(_table(rows.values(), names, fitter, setup, extra), out_path)
@@ -290,6 +291,14 @@ def _chunks(entries, batch_size: int):
             chunk, n_fit = [], 0
     if chunk:
         yield chunk, True
+
+
+def _device_multiple(n: int) -> int:
+    """``n`` rounded up to a multiple of the local devices (batches shard over them)."""
+    import jax
+
+    k = jax.local_device_count()
+    return -(-int(n) // k) * k
 
 
 def _chunk_rows(fitter: Fitter, context: _RunContext, chunk, n_batch) -> list[dict]:
