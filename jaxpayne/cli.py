@@ -186,6 +186,9 @@ def _train_data_driven(args, ts, config) -> int:
     from jaxpayne.forward.continuum import parse_continuum
     from jaxpayne.grids import TrainingSet
 
+    if args.label_errors and "=" not in args.label_errors and not args.labels_from:
+        raise CLIError("--label-errors COLS names catalogue columns (with --labels-from); for a training-set file "
+                       "give constants NAME=VALUE,... or store label_errors in the file")
     if args.label_errors and "=" in args.label_errors:
         constant = _parse_assignments(args.label_errors, "--label-errors", nonnegative=True)
         unknown = sorted(set(constant) - set(ts.label_names))

@@ -203,8 +203,15 @@ def population_of(labels, covariance=None, errors=None) -> tuple[np.ndarray, np.
         noise = np.nanmean(np.asarray(errors, np.float64) ** 2, axis=0)
         var = np.diag(cov)
         cov = cov + np.diag(np.maximum(var - noise, 0.1 * var) - var)
-    cov = 0.5 * (cov + cov.T) + 1e-12 * np.diag(np.diag(cov) + 1e-30)
-    return mean, cov
+    # positive definite: the diagonal's correction can leave |ρ| > 1 for strongly related labels
+    # (in the correlation matrix, so that labels of any units are treated alike)
+    sd = np.sqrt(np.clip(np.diag(cov), 1e-300, None))
+    corr = 0.5 * (cov + cov.T) / np.outer(sd, sd)
+    values, vectors = np.linalg.eigh(corr)
+    corr = (vectors * np.maximum(values, 1e-3)) @ vectors.T
+    d = np.sqrt(np.diag(corr))
+    corr = corr / np.outer(d, d)  # unit diagonal again: the variances are kept
+    return mean, corr * np.outer(sd, sd)
 
 
 def _latent_one(fm, obs, u0, lo, hi, ref, w, offset, scale, pop_mean, pop_whiten, settings, max_iter):
@@ -225,7 +232,8 @@ def _latent_one(fm, obs, u0, lo, hi, ref, w, offset, scale, pop_mean, pop_whiten
 
     out = levenberg_marquardt(res, u0, lo, hi, LMOptions(max_iter=max_iter))
     free = (hi > lo).astype(dtype)
-    hess = out.jacobian.T @ out.jacobian + jnp.diag(1.0 - free)  # fixed labels: a unit diagonal
+    jac = out.jacobian * free[None, :]  # the covariance given the fixed labels (not marginal over them)
+    hess = jac.T @ jac + jnp.diag(1.0 - free)  # fixed labels: a unit diagonal
     cov = jnp.linalg.inv(hess) * jnp.outer(free, free)
     return out.x * scale + offset, cov * jnp.outer(scale, scale), out.cost
 
@@ -461,19 +469,21 @@ def cross_validate(train: Callable, labels, flux, ivar, *, wavelength, label_nam
     return CrossValidation(fold, labels, found, sigma, flags, tuple(label_names), summary, (t_train, t_fit))
 
 
-def segments_of(wavelength, gap: float = 10.0) -> np.ndarray:
-    """(n,) segment number of each pixel of a grid: a new segment after every step wider than
-    ``gap`` times the median step (detector gaps, e.g. APOGEE's three chips)."""
-    wavelength = np.asarray(wavelength, np.float64)
-    step = np.diff(wavelength)
-    return np.concatenate([[0], np.cumsum(step > gap * np.median(step))]).astype(np.int32)
+def segments_of(wavelength) -> np.ndarray:
+    """(n,) segment number of each pixel of a grid: the segments the likelihood gives pixels of
+    one spectrum (:func:`jaxpayne.forward.segments_from_gaps`: a new one at every gap, e.g.
+    between APOGEE's three chips)."""
+    from jaxpayne.forward import segments_from_gaps
+
+    return np.asarray(segments_from_gaps(np.asarray(wavelength, np.float64)), np.int32)
 
 
 def filter_normalize(training_set, width: float = 50.0):
     """The training set divided by its running-mean pseudo-continuum, as the likelihood's
     ``filter:WIDTH`` continuum divides every spectrum it fits (the DD-Payne normalisation; Xiang
     et al. 2019): :func:`~jaxpayne.forward.continuum.smooth_continuum` with the spectra's own
-    inverse variances as weights, per segment (:func:`segments_of`); ivar scales with the flux.
+    inverse variances as weights, per segment (:func:`segments_of`); ivar scales with the flux
+    (without ivar: pixels whose pseudo-continuum is unusable get ivar 0, the others 1).
 
     Args:
         training_set: a :class:`~jaxpayne.grids.TrainingSet` (un-normalised or normalised flux).
@@ -504,7 +514,7 @@ def filter_normalize(training_set, width: float = 50.0):
                              for a in range(0, ts.n_spectra, 1024)])
     good = np.isfinite(pseudo) & (pseudo > 0)
     flux = np.where(good, ts.flux / np.where(good, pseudo, 1.0), 0.0)
-    new_ivar = None if ts.ivar is None else np.where(good, ts.ivar * pseudo**2, 0.0)
+    new_ivar = good.astype(np.float32) if ts.ivar is None else np.where(good, ts.ivar * pseudo**2, 0.0)
     return TrainingSet(ts.wavelength, ts.labels, flux, ts.label_names, ts.label_units, new_ivar, ts.medium,
                        ts.source, {**ts.meta, "continuum": f"filter:{float(width):g}"}, ts.label_errors)
 

@@ -4,7 +4,7 @@ its L1 penalty and bad input, and label recovery on real APOGEE giants."""
 import numpy as np
 import pytest
 
-from jaxpayne.emulators.cannon import MIN_SCATTER, polynomial_powers, train_cannon
+from jaxpayne.emulators.cannon import MAX_SCATTER, MIN_SCATTER, polynomial_powers, train_cannon
 
 
 def _mock(n_stars=800, n_pix=40, seed=0):
@@ -58,9 +58,27 @@ def test_l1_shrinks_the_higher_terms_and_masks_are_honoured():
     ivar = ivar.copy()
     ivar[5:, 3] = 0.0
     masked = train_cannon(labels, flux, ivar, label_names=["a", "b", "c"])
-    assert np.all(np.isnan(_coefficients(masked)[3])) and np.isnan(masked.emulator_error[3])
+    # it predicts a flat 1 with the largest scatter (no weight), never NaN (which the forward
+    # model's FFTs would spread over every pixel)
+    np.testing.assert_array_equal(_coefficients(masked)[3], np.eye(10)[0])
+    assert masked.emulator_error[3] == pytest.approx(MAX_SCATTER)
+    assert masked.validation["summary"]["n_unconstrained_pixels"] == 1
+    assert np.all(np.isfinite(np.asarray(masked.predict(labels[:3]))))
     np.testing.assert_allclose(_coefficients(masked)[[0, 1, 2]], _coefficients(plain)[[0, 1, 2]], rtol=1e-10)
     assert MIN_SCATTER > 0
+
+
+def test_noiseless_spectra_and_a_constant_label():
+    """Without ivar the spectra are noiseless: s is the whole residual; a label constant in the
+    training set (a degenerate design) still trains (least-norm coefficients)."""
+    labels, flux, _, _, scatter = _mock(n_stars=600, seed=2)
+    model = train_cannon(labels, flux, None, label_names=["a", "b", "c"])
+    noisy = scatter > 0
+    assert np.median(model.emulator_error[noisy]) > 0.5 * np.median(scatter[noisy])
+    flat = labels.copy()
+    flat[:, 2] = -0.5
+    constant = train_cannon(flat, flux, None, label_names=["a", "b", "c"], bounds=([3000, 0, -1], [6000, 5, 0]))
+    assert np.all(np.isfinite(_coefficients(constant)))
 
 
 def test_bad_training_input_is_named():

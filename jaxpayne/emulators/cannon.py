@@ -230,8 +230,10 @@ def train_cannon(labels, flux, ivar=None, *, label_names: Sequence[str], wavelen
     iteratively reweighted least squares, the constant term unregularised) and s_p by a
     golden-section search in ln s at fixed θ_p. The labels are scaled to zero mean and unit
     standard deviation of the training set. Pixels with ``ivar == 0`` (or non-finite flux) do not
-    enter; a pixel usable in fewer stars than there are terms gets NaN coefficients. All pixels
-    are solved at once (numpy, one matrix product per normal matrix).
+    enter; a pixel usable in fewer stars than there are terms predicts a flat 1 with the largest
+    scatter (``MAX_SCATTER``: no weight in a fit), counted in the validation summary's
+    ``n_unconstrained_pixels``. Pixels are solved in blocks (numpy, one matrix product per
+    normal matrix). ``ivar=None``: noiseless spectra (the scatter is then the whole residual).
 
     With ``label_covariance`` the labels are uncertain, ℓ_n ~ N(labels_n, C_n), and the objective
     is its expectation over them (the M-step of an EM algorithm): the design v(ℓ_n) and its outer
@@ -243,7 +245,7 @@ def train_cannon(labels, flux, ivar=None, *, label_names: Sequence[str], wavelen
     Args:
         labels: (n_stars, n_labels) reference labels (physical units; finite).
         flux: (n_stars, n_pixels) normalised flux.
-        ivar: (n_stars, n_pixels) inverse variances (None: all pixels equally, scatter only).
+        ivar: (n_stars, n_pixels) inverse variances (None: noiseless spectra, scatter only).
         label_names: names of the labels.
         wavelength: (n_pixels,) increasing wavelengths [Å] (None: the pixel index, for sets
             without a grid).
@@ -281,7 +283,7 @@ def train_cannon(labels, flux, ivar=None, *, label_names: Sequence[str], wavelen
     powers = polynomial_powers(n_labels, order)
     if n_stars <= powers.shape[0]:
         raise ValueError(f"{n_stars} training spectra for {powers.shape[0]} polynomial terms: need more spectra")
-    ivar = np.ones(flux.shape, np.float32) if ivar is None else np.asarray(ivar)
+    ivar = np.full(flux.shape, np.inf, np.float32) if ivar is None else np.asarray(ivar)  # None: noiseless
     if ivar.shape != flux.shape:
         raise ValueError(f"ivar shape {ivar.shape} != flux shape {flux.shape}")
     fiducial = labels.mean(axis=0)
@@ -297,18 +299,25 @@ def train_cannon(labels, flux, ivar=None, *, label_names: Sequence[str], wavelen
     for a in range(0, n_pix, PIXEL_BLOCK):  # pixels are independent: blocks bound the memory
         cols = slice(a, a + PIXEL_BLOCK)
         theta[cols], s2[cols] = _train_pixels(design, outer, design_cov, flux[:, cols], ivar[:, cols], l1, iterations)
+    # a pixel too few stars constrain predicts a flat 1 with the largest scatter (no weight in a
+    # fit) instead of NaN, which the forward model's FFTs would spread over the whole spectrum
+    unconstrained = ~np.all(np.isfinite(theta), axis=1)
+    theta[unconstrained] = np.eye(n_terms)[0]
+    s2[unconstrained] = MAX_SCATTER**2
     provenance = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "training": "train_cannon", "order": int(order), "l1": float(l1), "n_train": int(n_stars),
                   "iterations": int(iterations), "uncertain_labels": label_covariance is not None}
     return cannon_model(wavelength, theta, powers, fiducial, scale, label_names, bounds, scatter=np.sqrt(s2),
-                        medium=medium, label_units=label_units, provenance=provenance)
+                        medium=medium, label_units=label_units, provenance=provenance,
+                        summary={"n_unconstrained_pixels": int(unconstrained.sum())})
 
 
 def _train_pixels(design, outer, design_cov, flux, ivar, l1, iterations):
-    """(θ (P, T), s² (P,)) of one block of pixels (float64; NaN where too few stars are usable)."""
+    """(θ (P, T), s² (P,)) of one block of pixels (float64; NaN where too few stars are usable).
+    ``ivar = inf`` is a noiseless pixel (σ² = 0: the scatter is then the whole residual)."""
     flux = np.asarray(flux, np.float64)
     ivar = np.asarray(ivar, np.float64)
-    usable = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    usable = np.isfinite(flux) & ~np.isnan(ivar) & (ivar > 0)
     flux = np.where(usable, flux, 0.0)
     var = np.where(usable, 1.0 / np.where(usable, ivar, 1.0), np.inf)  # σ²; ∞ = no weight
     n_pix, n_terms = flux.shape[1], design.shape[1]
@@ -320,7 +329,10 @@ def _train_pixels(design, outer, design_cov, flux, ivar, l1, iterations):
         weights = 1.0 / (var + s2[None, :])  # (N, P); 0 where unusable
         normal = (weights.T @ outer).reshape(n_pix, n_terms, n_terms) + ridge[:, :, None] * np.eye(n_terms)
         rhs = (weights * flux).T @ design
-        theta[enough] = np.linalg.solve(normal[enough], rhs[enough][..., None])[..., 0]
+        try:
+            theta[enough] = np.linalg.solve(normal[enough], rhs[enough][..., None])[..., 0]
+        except np.linalg.LinAlgError:  # a degenerate design (e.g. a label constant here): least norm
+            theta[enough] = (np.linalg.pinv(normal[enough]) @ rhs[enough][..., None])[..., 0]
         if l1 > 0:  # IRLS: Λ|θ| ≈ Λθ²/|θ_old|, the constant term free
             ridge[:, 1:] = float(l1) / (2.0 * np.maximum(np.abs(theta[:, 1:]), 1e-8))
         residual2 = (flux - design @ theta.T) ** 2

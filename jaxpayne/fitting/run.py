@@ -314,11 +314,12 @@ def _chunk_rows(fitter: Fitter, context: _RunContext, chunk, n_batch) -> list[di
             batch = pad_batch(observations, n_batch)
         per_star = [fit[3].get("fixed") or {} for fit in fits]
         fixed = None
-        if any(per_star):  # padded with the first star's values, like the batch itself
-            if any(set(values) != set(per_star[0]) for values in per_star):
-                raise ValueError("every spectrum of a batch needs the same per-star fixed parameters")
-            fixed = {name: np.array([values[name] for values in per_star]
-                                    + [per_star[0][name]] * (n_batch - len(per_star))) for name in per_star[0]}
+        if any(per_star):  # a star without its own value takes the fit's; padded like the batch
+            names = sorted(set().union(*per_star))
+            held = fitter.forward.fixed
+            values = [[star.get(name, held[name]) for name in names] for star in per_star]
+            values += [values[0]] * (n_batch - len(values))
+            fixed = {name: np.array([v[k] for v in values]) for k, name in enumerate(names)}
         result = fitter.fit(batch) if fixed is None else fitter.fit(batch, fixed=fixed)
         fitted = (_result_row(context, *fit[:2], fit[3], result, i) for i, fit in enumerate(fits))
     return [next(fitted) if isinstance(entry, tuple) else entry for entry in chunk]
@@ -366,6 +367,7 @@ def spectrum_observation(fitter: Fitter, spectrum):
         if unknown:
             raise ValueError(f"per-star fixed values for {unknown}, which this fit does not hold fixed "
                              f"(fixed: {sorted(fm.fixed)})")
+        fitter.batch_fixed(fixed, 1)  # a value beyond the fit's margins fails this spectrum only
         extra["fixed"] = dict(fixed)
     return obs, extra
 

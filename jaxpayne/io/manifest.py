@@ -10,8 +10,10 @@ with one row per star:
     its spectrum files, separated by ``;`` (paths relative to the manifest's folder); ``file``
     is accepted for one file per star.
 ``fixed_<parameter>`` (optional)
-    a value at which the fit holds that parameter for this star, e.g. ``fixed_rv`` [km/s] (a
-    catalogue velocity) or ``fixed_vsini``; every star then needs a finite value.
+    a value at which the fit holds that parameter for this star, e.g. ``fixed_rv`` [km/s] or
+    ``fixed_vsini``; every star then needs a finite value. ``fixed_rv`` is the velocity in the
+    frame of the spectrum's wavelengths (topocentric for apVisit files, 0 for rest-frame ones),
+    as a free rv would be.
 
 :func:`iter_manifest` reads each star's files (any format :func:`~jaxpayne.io.read_spectrum`
 knows; the first spectrum of each file) and joins them into one multi-segment spectrum
