@@ -581,20 +581,16 @@ def resample_spectrum(wavelength, flux, ivar, grid):
 
 
 def _read_table(path_or_table, what: str):
+    """(table, path) of a table given as an astropy Table or a file."""
+    from pathlib import Path
+
     from astropy.table import Table
+
+    from jaxpayne.io._common import read_table
 
     if isinstance(path_or_table, Table):
         return path_or_table, None
-    from pathlib import Path
-
-    path = Path(path_or_table)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such {what}")
-    try:
-        fmt = "ascii.csv" if path.suffix.lower() == ".csv" else None
-        return Table.read(path, format=fmt), path
-    except Exception as error:  # astropy raises many kinds for a foreign file
-        raise ValueError(f"{path}: cannot read the {what} as a table ({type(error).__name__}: {error})") from None
+    return read_table(path_or_table, what), Path(path_or_table)
 
 
 def _column(table, name, where, what="column"):

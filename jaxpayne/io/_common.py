@@ -445,3 +445,17 @@ def galah_name_parts(path) -> tuple[str, int] | None:
     if match is None:
         return None
     return match["sobject"], int(match["ccd"])
+
+
+def read_table(path, what: str):
+    """An astropy Table from a file (CSV by its extension, else astropy's own detection: ECSV,
+    FITS, Parquet...); a ValueError naming the file and ``what`` it should be otherwise."""
+    from astropy.table import Table
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such {what}")
+    try:
+        return Table.read(path, format="ascii.csv" if path.suffix.lower() == ".csv" else None)
+    except Exception as error:  # astropy raises many kinds for a foreign file
+        raise ValueError(f"{path}: cannot read the {what} as a table ({type(error).__name__}: {error})") from None

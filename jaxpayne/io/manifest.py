@@ -60,15 +60,10 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestStar]:
         ValueError: naming the manifest (and the row) for a missing column, an empty ``files``,
             a duplicated id or a non-finite ``fixed_`` value.
     """
-    from astropy.table import Table
+    from jaxpayne.io._common import read_table
 
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such manifest")
-    try:
-        table = Table.read(path, format="ascii.csv" if path.suffix.lower() == ".csv" else None)
-    except Exception as error:  # astropy raises many kinds for a foreign file
-        raise ValueError(f"{path}: cannot read the manifest as a table ({type(error).__name__}: {error})") from None
+    table = read_table(path, "manifest")
     column = "files" if "files" in table.colnames else "file" if "file" in table.colnames else None
     if "id" not in table.colnames or column is None:
         raise ValueError(f"{path}: a manifest needs columns 'id' and 'files' (has {', '.join(table.colnames)})")
