@@ -38,6 +38,8 @@ _LAZY = {
     "Flags": "jaxpayne.fitting",
     "LMOptions": "jaxpayne.fitting",
     "fit_spectra": "jaxpayne.fitting",
+    "FitJob": "jaxpayne.fitting",
+    "fit_survey": "jaxpayne.fitting",
     "Prior": "jaxpayne.sampling",
     "Sampler": "jaxpayne.sampling",
     "sample": "jaxpayne.sampling",
@@ -51,7 +53,7 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jaxpayne.fitting import Fitter, Flags, LMOptions, fit_spectra
+    from jaxpayne.fitting import FitJob, Fitter, Flags, LMOptions, fit_spectra, fit_survey
     from jaxpayne.forward import ForwardModel, Observation, make_observation, pad_observations
     from jaxpayne.io import Spectrum, iter_spectra, read_spectra, read_spectrum
     from jaxpayne.grids import GridFormatError, StreamedTrainingSet, TrainingSet, read_training_set

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -80,7 +81,7 @@ def _add_train(sub):
     p.add_argument("--gradient-model", metavar="MODEL",
                    help="DD-Payne: tie the network's label gradients to this synthetic-spectrum model's (same "
                    "labels and pixels)")
-    p.add_argument("--gradient-weight", type=float, default=0.01,
+    p.add_argument("--gradient-weight", type=float,
                    help="weight of the gradient term with --gradient-model (default 0.01; see docs/data_driven.md)")
     p.add_argument("--cv", type=int, metavar="K", help="also report K-fold cross-validated label recovery")
     p.add_argument("--cv-out", metavar="TABLE", help="per-spectrum cross-validated labels (.fits/.ecsv/.csv)")
@@ -111,6 +112,8 @@ def _cmd_train(args) -> int:
     from jaxpayne.grids import StreamedTrainingSet, read_training_set
     from jaxpayne.training import RECOMMENDED, TrainingConfig, train_emulator
 
+    if args.gradient_weight is not None and not args.gradient_model:
+        raise CLIError("--gradient-weight weighs the gradient term of --gradient-model MODEL: give the model too")
     asked = args.emulator == "cannon" or any(getattr(args, k) for k in ("labels_from", "label_errors", "continuum", "cv"))
     if args.labels_from:
         from jaxpayne.datadriven import training_set_from_spectra
@@ -139,7 +142,7 @@ def _cmd_train(args) -> int:
                                   else TrainingConfig.learning_rate),
         loss=args.loss,
         patience=args.patience or None,
-        gradient_weight=args.gradient_weight if args.gradient_model else 0.0,
+        gradient_weight=(0.01 if args.gradient_weight is None else args.gradient_weight) if args.gradient_model else 0.0,
         val_fraction=args.val_fraction,
         seed=args.seed,
     )
@@ -277,14 +280,20 @@ def _load_model_args(args, prefix: str = ""):
     """The model named by ``--model`` and its import options (``--PREFIXformat`` etc.)."""
     from jaxpayne.model import load_model
 
+    return load_model(args.model, **_model_load_options(args, prefix))
+
+
+def _model_load_options(args, prefix: str = "") -> dict:
+    """:func:`~jaxpayne.load_model` keyword arguments of the import options (``--PREFIXformat`` etc.)."""
+
     def opt(name):
         return getattr(args, prefix + name, None)
 
-    kwargs = {}
+    kwargs = {"format": opt("format")}
     if opt("labels") or opt("wavelength") or opt("format") in ("payne", "binspec"):
-        kwargs = dict(label_names=opt("labels"), wavelength=opt("wavelength"), units=opt("units"),
+        kwargs.update(label_names=opt("labels"), wavelength=opt("wavelength"), units=opt("units"),
                       medium="air" if opt("air") else "vacuum")
-    return load_model(args.model, format=opt("format"), **kwargs)
+    return kwargs
 
 
 def _cmd_info(args) -> int:
@@ -432,11 +441,21 @@ def _add_fit(sub):
     p.add_argument("spectra", nargs="*", metavar="SPECTRUM", help="spectrum files (or --manifest)")
     p.add_argument("--manifest", metavar="TABLE",
                    help="one row per star: id, files (';'-separated, joined into one multi-segment spectrum) and "
-                   "optional fixed_<parameter> columns (e.g. fixed_rv); see docs/spectra_io.md")
+                   "optional fixed_<parameter> columns (e.g. fixed_rv, fixed_R); see docs/spectra_io.md")
     p.add_argument("--model", required=True, help="model file (.h5), or an npz network with --model-format")
-    p.add_argument("--out", required=True, help="output table: .fits, .ecsv or .parquet")
+    p.add_argument("--out", required=True, help="output table: .fits, .ecsv or .parquet; or a folder (DIR/): "
+                   "partitioned Parquet, one file per --partition-size inputs, memory independent of the number "
+                   "of spectra (docs/survey_scale.md)")
     _add_model_options(p)
     p.add_argument("--batch", type=int, default=64, help="spectra per compiled batch (default 64)")
+    p.add_argument("--partition-size", type=int,
+                   help="with --out DIR/: input files (or manifest stars) per partition file (default 1024)")
+    p.add_argument("--dask", action="store_true",
+                   help="fit the partitions on a local Dask cluster (--workers processes); needs --out DIR/")
+    p.add_argument("--workers", type=int, help="with --dask: worker processes (default: one per CPU core)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="fit the partitions on a running Dask cluster (e.g. tcp://host:8786, or a dask-jobqueue "
+                   "SLURM/PBS cluster's address); inputs and --out must be on a filesystem its workers share")
     p.add_argument("--error-floor", metavar="NAME=VALUE,...",
                    help="systematic error floors added in quadrature in the <name>_err_scaled columns, "
                    "e.g. teff=50,logg=0.1")
@@ -459,15 +478,22 @@ def _add_fit(sub):
 
 def _manifest_fixed(args) -> dict:
     """Read --manifest (into ``args.stars``); the fitter options its fixed_ columns need: those
-    parameters held fixed (at their largest |value|, which sets the margins; each star's own
-    value is used in its fit), rv not fitted when it is one of them."""
+    parameters held fixed (at the value that sets the margins, see
+    :func:`~jaxpayne.io.manifest.manifest_fixed`; each star's own value is used in its fit), rv
+    not fitted when it is one of them, and R made a (held) parameter for a fixed_R column."""
     from jaxpayne.io.manifest import manifest_fixed, read_manifest
 
     args.stars = read_manifest(args.manifest)
     fixed = manifest_fixed(args.stars)
     if not fixed:
         return {}
-    return {"fixed": fixed, **({"rv": False} if "rv" in fixed else {})}
+    options = {"fixed": fixed, **({"rv": False} if "rv" in fixed else {})}
+    if "R" in fixed:  # a per-star resolving power: R a parameter of the fit, held at each star's
+        if args.resolution:
+            raise CLIError(f"{args.manifest}: give --resolution or a fixed_R column, not both")
+        highest = max(star.fixed["R"] for star in args.stars)
+        options.update(resolution=fixed["R"], fit_resolution=True, resolution_bounds=(fixed["R"], highest))
+    return options
 
 
 def _add_binary_options(p, what: str, output: str):
@@ -482,33 +508,29 @@ def _add_binary_options(p, what: str, output: str):
                    "(default 60; 120 for the visits of --visits)")
 
 
-def _binary_networks(args, model):
-    """binspec's flux, radius and companion networks for ``--binary physical|tied`` (None for ratio)."""
-    if args.binary == "ratio":
-        return None
-    if not args.binary_networks:
+def _binary_options(args) -> dict:
+    """:func:`~jaxpayne.fitting.binary.binary_fitter` arguments of ``--binary`` (less the
+    pre-search span's default, which depends on the run)."""
+    if args.binary != "ratio" and not args.binary_networks:
         raise CLIError(f"--binary {args.binary} needs --binary-networks DIR (binspec's flux, radius and "
                        "companion networks)")
-    from jaxpayne.payne_format import load_binspec_networks
-
-    return load_binspec_networks(args.binary_networks, model.label_names)
+    return {"weights": args.binary, "networks": args.binary_networks if args.binary != "ratio" else None}
 
 
 def _binary_for(args, model, options: dict, rv_span: float):
     """A :class:`~jaxpayne.fitting.binary.BinaryFitter` from the CLI options: ``--restarts`` and
     the other single-star options go to its single-star fit; the binary keeps its own starts."""
-    from jaxpayne.fitting import Fitter
-    from jaxpayne.fitting.binary import BinaryFitter
+    from jaxpayne.fitting.binary import binary_fitter
 
     if not options.get("rv", True):
         raise CLIError("--binary fits both stars' radial velocities: drop --no-rv")
-    return BinaryFitter(model, weights=args.binary, networks=_binary_networks(args, model),
-                        rv_span=rv_span if args.rv_span is None else args.rv_span, single=Fitter(model, **options))
+    return binary_fitter(model, **_binary_options(args), rv_span=rv_span if args.rv_span is None else args.rv_span,
+                         **options)
 
 
 def _binary_fitter(args, model, spectra):
-    """The :class:`~jaxpayne.fitting.binary.BinaryFitter` of ``fit --binary`` (segments from the
-    first spectrum unless given) and the spectra to fit."""
+    """The :class:`~jaxpayne.fitting.binary.BinaryFitter` of ``sample --binary`` (segments from
+    the first spectrum unless given) and the spectra to fit."""
     from jaxpayne.fitting.binary import DEFAULT_RV_SPAN
     from jaxpayne.fitting.run import peek_spectrum
 
@@ -549,33 +571,94 @@ def _visit_fitter(args, model, spectra):
 
 
 def _cmd_fit(args) -> int:
-    from jaxpayne.fitting import fit_spectra
+    from jaxpayne.fitting import FitJob, fit_spectra
+    from jaxpayne.fitting.survey import is_partitioned
 
-    model = _load_model_args(args, prefix="model_")
+    partitioned = is_partitioned(args.out)
+    if (args.dask or args.scheduler) and not partitioned:
+        raise CLIError(f"--dask writes a partitioned Parquet folder: give --out a folder (e.g. {Path(args.out).stem}/), "
+                       f"not the table {args.out}")
+    if args.visits:
+        if partitioned:
+            raise CLIError("--visits writes one table for now: give --out a .fits, .ecsv or .parquet file")
+        model = _load_model_args(args, prefix="model_")
+        spectra = _first_spectra(args, "fit", visits=True)
+        fitter, spectra = _visit_fitter(args, model, spectra)
+        table = fit_spectra(model, spectra, fitter=fitter, out=args.out, resume=args.resume, batch_size=args.batch,
+                            progress=not args.quiet, error_floor=_parse_floor(args.error_floor), report=_report)
+        return _wrote_table(args, table)
     options = _forward_kwargs(args)
     if args.manifest:
         options.update(_manifest_fixed(args))
-    spectra = _first_spectra(args, "fit", **({"visits": True} if args.visits else {}))
-    if args.visits:
-        fitter, spectra = _visit_fitter(args, model, spectra)
-        options = {"fitter": fitter}
-    elif args.binary:
-        fitter, spectra = _binary_fitter(args, model, spectra)
-        options = {"fitter": fitter}
-    table = fit_spectra(
-        model,
-        spectra,
-        out=args.out,
-        resume=args.resume,
-        batch_size=args.batch,
-        progress=not args.quiet,
-        error_floor=_parse_floor(args.error_floor),
-        report=_report,
-        **options,
-    )
+    binary = None
+    if args.binary:
+        if not options.get("rv", True):
+            raise CLIError("--binary fits both stars' radial velocities: drop --no-rv")
+        binary = dict(_binary_options(args), rv_span=args.rv_span)
+    read = {"wavelength": args.wavelength, **({"medium": "air"} if args.air else {})}
+    job = FitJob(args.model, model_options=_model_load_options(args, "model_"), fitter_options=options,
+                 binary=binary, read_options=read, batch_size=args.batch, error_floor=_parse_floor(args.error_floor))
+    if partitioned:
+        return _fit_partitioned(args, job)
+    model = _load_model_args(args, prefix="model_")  # a bad model file is the first error
+    spectra = _first_spectra(args, "fit")
+    if "n_segments" not in options:
+        from jaxpayne.fitting.run import peek_spectrum
+
+        first, spectra = peek_spectrum(spectra)
+        job = dataclasses.replace(job, fitter_options={**options, "n_segments": first.n_segments if first else 1})
+    model, fitter = job.build(model)
+    table = fit_spectra(model, spectra, fitter=fitter, out=args.out, resume=args.resume, batch_size=args.batch,
+                        progress=not args.quiet, error_floor=dict(job.error_floor), report=_report)
+    return _wrote_table(args, table)
+
+
+def _wrote_table(args, table) -> int:
     n_bad = int(sum(1 for f in table["flags"] if f))
     print(f"wrote {len(table)} rows to {args.out} ({n_bad} flagged; flag bits in the table header)")
     return 0
+
+
+def _fit_partitioned(args, job) -> int:
+    """``fit --out DIR/``: :func:`~jaxpayne.fitting.fit_survey` here, or on Dask with ``--dask`` /
+    ``--scheduler``."""
+    from jaxpayne.fitting import fit_survey
+    from jaxpayne.fitting.survey import PARTITION_SIZE
+
+    inputs = args.stars if args.manifest else list(args.spectra)
+    if not inputs:
+        raise CLIError("no spectra to fit: give spectrum files or --manifest")
+    with _dask_client(args) as client:
+        result = fit_survey(job, inputs, args.out, partition_size=args.partition_size or PARTITION_SIZE, client=client,
+                            resume=args.resume, progress=not args.quiet, report=_report)
+    done = f" ({result.n_skipped} finished before)" if result.n_skipped else ""
+    print(f"wrote {result.n_rows} rows in {result.n_partitions} partitions{done} to {args.out} "
+          f"({result.n_flagged} flagged; one table: pyarrow.parquet.read_table or jaxpayne.fitting.read_partitioned)")
+    return 0
+
+
+@contextlib.contextmanager
+def _dask_client(args):
+    """The Dask client of ``--scheduler ADDRESS`` or ``--dask [--workers N]`` (a local cluster of
+    one-thread worker processes, closed at the end); None without either."""
+    if not (args.dask or args.scheduler):
+        yield None
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise CLIError("--dask needs dask.distributed: pip install 'jaxpayne[dask]'") from None
+    if args.scheduler:
+        with Client(args.scheduler) as client:
+            print(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {args.scheduler}",
+                  file=sys.stderr)
+            yield client
+        return
+    workers = args.workers or os.cpu_count() or 1
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        print(f"dask: local cluster of {workers} workers", file=sys.stderr)
+        yield client
 
 
 def _add_sample(sub):
@@ -589,7 +672,7 @@ def _add_sample(sub):
     p.add_argument("spectra", nargs="*", metavar="SPECTRUM", help="spectrum files (or --manifest)")
     p.add_argument("--manifest", metavar="TABLE",
                    help="one row per star: id, files (';'-separated, joined into one multi-segment spectrum) and "
-                   "optional fixed_<parameter> columns (e.g. fixed_rv); see docs/spectra_io.md")
+                   "optional fixed_<parameter> columns (e.g. fixed_rv, fixed_R); see docs/spectra_io.md")
     p.add_argument("--model", required=True, help="model file (.h5), or an npz network with --model-format")
     p.add_argument("--out", required=True, help="posterior samples: InferenceData netCDF (.nc)")
     p.add_argument("--summary", help="per-star summary table: .fits, .ecsv or .parquet")
@@ -633,10 +716,10 @@ def _sample(args) -> int:
 
     prior = _load_prior_arg(args)
     model = _load_model_args(args, prefix="model_")
-    if args.manifest and _manifest_fixed(args):
-        raise CLIError(f"{args.manifest}: per-star fixed_ columns are for fit only (so far)")
-    spectra = _first_spectra(args, "sample")
     options = _forward_kwargs(args)
+    if args.manifest:
+        options.update(_manifest_fixed(args))
+    spectra = _first_spectra(args, "sample")
     if args.binary:
         fitter, spectra = _binary_fitter(args, model, spectra)
         options = {"fitter": fitter}
@@ -932,7 +1015,8 @@ _SUBCOMMANDS = [_add_demo, _add_train, _add_info, _add_convert, _add_fit, _add_s
 
 def _one_device_per_core() -> None:
     """Give JAX one CPU host device per core, so that ``sample`` runs its chains in parallel
-    (``chain_method="parallel"``: 4 chains of one APOGEE star, 75 → 49 s on 2 cores, see
+    (``chain_method="parallel"``: 4 chains of one APOGEE star, 75 → 49 s on 2 cores) and ``fit``
+    splits its batches over the cores (2048 binspec spectra 13.2 → 10.4 s; see
     ``benchmarks/README.md``). Left alone when ``XLA_FLAGS`` already sets a device count; no
     effect on GPUs and TPUs, nor once JAX's CPU backend has started."""
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
@@ -946,8 +1030,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "sample":
-        _one_device_per_core()
+    if args.command == "sample" or (args.command == "fit" and not (args.dask or args.scheduler)):
+        _one_device_per_core()  # (Dask workers are one process per core instead)
     from jaxpayne.compilation_cache import enable
 
     enable()  # a second run with the same model and shapes compiles nothing (opt out: JAXPAYNE_COMPILATION_CACHE=0)

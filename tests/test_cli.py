@@ -44,6 +44,9 @@ def test_convert_binspec(need_data, tmp_path, capsys):
         (["info", "{tmp}/junk.h5"], "junk.h5: not a model file"),
         (["train", "{tmp}/junk.h5", "--out", "{tmp}/x.h5"], "junk.h5: not an HDF5 file"),
         (["fit", "--model", "{tmp}/junk.h5", "{tmp}/junk.h5", "--out", "{tmp}/r.ecsv"], "junk.h5: not a model file"),
+        (["fit", "--model", "{tmp}/junk.h5", "{tmp}/junk.h5", "--out", "{tmp}/rows/"], "junk.h5: not a model file"),
+        (["fit", "--model", "{tmp}/junk.h5", "{tmp}/junk.h5", "--out", "{tmp}/r.fits", "--dask"], "give --out a folder"),
+        (["train", "{tmp}/junk.h5", "--out", "{tmp}/x.h5", "--gradient-weight", "0.1"], "give the model too"),
     ],
 )
 def test_errors_are_one_line(tmp_path, capsys, argv, message):

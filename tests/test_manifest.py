@@ -95,3 +95,45 @@ def test_galah_ccd_files_are_one_star(need_data, tmp_path):
     (star,) = list(iter_manifest(tmp_path / "galah.csv"))
     assert star.id == "mu_Leo" and star.n_segments == 4 and star.medium == "air"
     assert star.wavelength.size == 4 * 4096 and star.meta["fixed"] == {}
+
+
+def test_per_star_resolution_and_fixed_values_in_sample(tmp_path, cannon_file, capsys):
+    """A fixed_R column: each star's line-spread function at its own resolving power (the right
+    ones fit, swapped ones do not); sample --manifest holds each star's fixed_rv."""
+    from jaxpayne import load_model
+    from jaxpayne.cli import main
+    from jaxpayne.forward import forward_model_from_options, make_observation
+    from jaxpayne.sampling import read_posterior
+
+    model = load_model(cannon_file)
+    rng = np.random.default_rng(1)
+    labels = np.array([[5100.0, 3.2, -0.2], [5400.0, 3.8, -0.4]])
+    resolution, rv = np.array([5000.0, 15000.0]), np.array([-20.0, 25.0])
+    files = []
+    for k in range(2):
+        fm = forward_model_from_options(model, rv=True, max_rv=60.0, continuum="none", resolution=resolution[k])
+        w = np.exp(np.linspace(np.log(5010.0), np.log(5050.0), 600))
+        clean = np.asarray(fm.model_flux(fm.pack(dict(zip(NAMES, labels[k]), rv=rv[k])), make_observation(w, np.ones_like(w))))
+        _write(tmp_path / f"r{k}.npz", w, clean + 0.003 * rng.normal(size=w.size), 0.003)
+        files.append(f"r{k}.npz")
+    Table({"id": ["a", "b"], "files": files, "fixed_R": resolution}).write(tmp_path / "right.csv")
+    Table({"id": ["a", "b"], "files": files, "fixed_R": resolution[::-1]}).write(tmp_path / "swapped.csv")
+    common = ["--model", str(cannon_file), "--continuum", "none", "--max-rv", "60", "--quiet"]
+    for name in ("right", "swapped"):
+        assert main(["fit", "--manifest", str(tmp_path / f"{name}.csv"), *common, "--out", str(tmp_path / f"{name}.ecsv")]) == 0
+    right, swapped = (Table.read(tmp_path / f"{n}.ecsv") for n in ("right", "swapped"))
+    assert np.all(right["chi2_red"] < 1.5) and np.all(swapped["chi2_red"] > 2 * right["chi2_red"])
+    np.testing.assert_allclose(right["teff"], labels[:, 0], atol=60.0)
+    np.testing.assert_allclose(right["rv"], rv, atol=0.5)
+    assert main(["fit", "--manifest", str(tmp_path / "right.csv"), *common, "--resolution", "9000",
+                 "--out", str(tmp_path / "both.ecsv")]) == 2
+    assert "not both" in capsys.readouterr().err
+
+    Table({"id": ["a", "b"], "files": files, "fixed_R": resolution, "fixed_rv": rv}).write(tmp_path / "all.csv")
+    assert main(["sample", "--manifest", str(tmp_path / "all.csv"), *common, "--chains", "1", "--warmup", "60",
+                 "--samples", "40", "--out", str(tmp_path / "post.nc"), "--summary", str(tmp_path / "post.ecsv")]) == 0
+    post = read_posterior(tmp_path / "post.nc").posterior
+    assert "rv" not in post and "R" not in post  # held at each star's own value
+    summary = Table.read(tmp_path / "post.ecsv")
+    np.testing.assert_allclose(summary["teff_p50"], labels[:, 0], atol=80.0)
+    assert "rv_p50" not in summary.colnames

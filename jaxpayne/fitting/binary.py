@@ -31,6 +31,7 @@ velocities of that window.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -41,7 +42,7 @@ from jaxpayne.fitting.multistart import (EXPLORE_ITERATIONS, batch_result, multi
                                          window_bounds)
 from jaxpayne.forward.composite import Q_BOUNDS, CompositeModel
 
-__all__ = ["BinaryFitter", "DEFAULT_RV_SPAN", "DEFAULT_RV_STEP", "comparison_columns"]
+__all__ = ["BinaryFitter", "DEFAULT_RV_SPAN", "DEFAULT_RV_STEP", "binary_fitter", "comparison_columns"]
 
 #: Half-width [km/s] of the two-velocity pre-search grid around the single-star rv.
 DEFAULT_RV_SPAN = 60.0
@@ -424,3 +425,35 @@ class BinaryFitter:
         for j, name in enumerate(self.single.param_names):
             extra[f"single_{name}"] = np.asarray(single.theta[:, j], np.float64)
         return extra
+
+
+def binary_fitter(model, weights: str = "ratio", networks=None, rv_span: float | None = None,
+                  **single_options) -> BinaryFitter:
+    """A :class:`BinaryFitter` whose single-star fit has ``single_options`` (its restarts
+    included; the binary keeps its own), as ``jaxpayne fit --binary`` builds it.
+
+    Args:
+        model: the single-star model.
+        weights: ``"ratio"``, ``"physical"`` or ``"tied"``.
+        networks: binspec's flux, radius and companion networks for physical or tied weights:
+            their folder (read with :func:`jaxpayne.payne_format.load_binspec_networks`) or the
+            loaded mapping.
+        rv_span: half-width of the two-velocity pre-search [km/s] (default
+            :data:`DEFAULT_RV_SPAN`).
+        **single_options: options of the single-star :class:`~jaxpayne.fitting.Fitter`.
+
+    Raises:
+        ValueError: physical or tied weights without networks, or rv not fitted.
+    """
+    if weights != "ratio" and networks is None:
+        raise ValueError(f"binary weights {weights!r} need binspec's flux, radius and companion networks "
+                         "(NN_unnormalized_spectra.npz, NN_radius.npz, NN_Teff2_logg2.npz)")
+    if single_options.get("rv") is False:
+        raise ValueError("a binary fit needs free radial velocities: drop rv=False (--no-rv)")
+    if isinstance(networks, (str, os.PathLike)):
+        from jaxpayne.payne_format import load_binspec_networks
+
+        networks = load_binspec_networks(networks, model.label_names)
+    return BinaryFitter(model, weights=weights, networks=None if weights == "ratio" else networks,
+                        rv_span=DEFAULT_RV_SPAN if rv_span is None else float(rv_span),
+                        single=Fitter(model, **single_options))

@@ -539,7 +539,8 @@ class Fitter:
 
     def batch_fixed(self, fixed, batch: int) -> dict:
         """Per-spectrum fixed values as checked (B,) arrays (only names the forward model holds
-        fixed; a per-spectrum rv must lie within the Doppler margin)."""
+        fixed; a per-spectrum rv must lie within the Doppler margin, a vsini or vmacro at most,
+        and an R at least, the value the kernel margins were built for)."""
         import jax.numpy as jnp
 
         out = {}
@@ -553,6 +554,14 @@ class Fitter:
                     f"margin {self.forward.rv_margin:g} km/s; build it with rv=False, "
                     "fixed={'rv': <largest |rv|>} to keep that margin"
                 )
+            built = float(self.forward.fixed[name])
+            if name in ("vsini", "vmacro") and np.any(value > built * (1 + 1e-12)):
+                raise ValueError(f"per-spectrum {name} up to {value.max():g} km/s exceeds the {built:g} km/s "
+                                 f"the fitter's kernel margins were built for; build it with fixed={{'{name}': "
+                                 "<largest value>}")
+            if name == "R" and np.any(value < built * (1 - 1e-12)):
+                raise ValueError(f"per-spectrum R down to {value.min():g} is below the {built:g} the fitter's "
+                                 "kernel margins were built for; build it with fixed={'R': <smallest R>}")
             out[name] = jnp.asarray(value)
         return out
 

@@ -3,7 +3,9 @@
 :func:`fit_spectra` is what ``jaxpayne fit`` runs. It consumes its input lazily, ``batch_size``
 spectra at a time (read, convert, fit, record, move on), so memory is bounded by one batch plus
 the finished rows, whatever the number of spectra; :func:`jaxpayne.io.iter_spectra` feeds it files
-one by one.
+one by one. For runs whose rows should not stay in memory (~6 KB each), or that go to a Dask
+cluster, :func:`jaxpayne.fitting.survey.fit_survey` runs it partition by partition into a folder
+of Parquet files.
 
 Output is chosen by extension: ``.fits``, ``.ecsv`` or ``.parquet`` (needs pyarrow). Every
 finished batch is appended to a journal ``<OUT>.journal.jsonl`` (flushed and fsynced), the
@@ -31,7 +33,7 @@ import numpy as np
 from jaxpayne.fitting.fitter import CLIPPED_FRACTION_LIMIT, EVEN_PARAMETERS, Fitter, Flags
 from jaxpayne.forward.doppler import SPEED_OF_LIGHT
 
-__all__ = ["StarVisits", "fit_spectra", "group_visits", "model_fingerprint", "pad_batch", "read_results",
+__all__ = ["StarVisits", "batch_fixed_values", "check_setup", "fit_spectra", "group_visits", "model_fingerprint", "pad_batch", "read_results",
            "result_columns", "run_setup",
            "peek_spectrum", "spectrum_observation", "write_table", "atomic_write"]
 
@@ -79,7 +81,7 @@ def fit_spectra(
     progress: bool = True,
     fitter: Fitter | None = None,
     failures: Sequence[tuple[str, str]] = (),
-    table_every: float = 60.0,
+    table_every: float | None = 60.0,
     error_floor: dict[str, float] | None = None,
     report=None,
     **fitter_options,
@@ -113,7 +115,8 @@ def fit_spectra(
             ``spectra`` (same as :class:`~jaxpayne.io.ReadFailure` items in the stream).
         table_every: minimum time between rewrites of the ``out`` table during the run [s]. The
             table is written after the first batch, then at most this often, and at the end; the
-            fsynced journal holds every finished row in between. 0 rewrites after every batch.
+            fsynced journal holds every finished row in between. 0 rewrites after every batch;
+            None writes the table only at the end (a partition of :func:`fit_survey`).
         error_floor: parameter name → systematic error floor (parameter units), added in
             quadrature in ``<name>_err_scaled``.
         report: optional callable ``(source, message)`` told about every spectrum that becomes
@@ -137,6 +140,9 @@ def fit_spectra(
     from tqdm.auto import tqdm
 
     out_path = Path(out) if out is not None else None
+    if out_path is not None and (out_path.is_dir() or not out_path.suffix):
+        raise ValueError(f"{out_path}: a folder is a partitioned output; fit it with "
+                         "jaxpayne.fitting.fit_survey, or give a table file (.fits, .ecsv, .parquet)")
     journal = None if out_path is None else out_path.with_name(out_path.name + ".journal.jsonl")
     if out_path is not None:
         if out_path.suffix.lower() not in _FORMATS:
@@ -173,7 +179,8 @@ def fit_spectra(
                 n_batch = n_fit if last else batch_size  # fixed from the first fitted batch on
                 n_batch = _device_multiple(n_batch)  # whole shards on every local device
             _commit(_chunk_rows(fitter, context, chunk, n_batch), rows, journal)
-            if out_path is not None and not last and time.monotonic() - written >= table_every:
+            if (out_path is not None and not last and table_every is not None
+                    and time.monotonic() - written >= table_every):
                 _write_table(_table(rows.values(), names, fitter, setup, extra), out_path)
                 written = time.monotonic()
             n_fitted += n_fit
@@ -312,17 +319,30 @@ def _chunk_rows(fitter: Fitter, context: _RunContext, chunk, n_batch) -> list[di
             batch = fitter.batch(stars, _padded_length(o for visits in stars for o in visits))
         else:
             batch = pad_batch(observations, n_batch)
-        per_star = [fit[3].get("fixed") or {} for fit in fits]
-        fixed = None
-        if any(per_star):  # a star without its own value takes the fit's; padded like the batch
-            names = sorted(set().union(*per_star))
-            held = fitter.forward.fixed
-            values = [[star.get(name, held[name]) for name in names] for star in per_star]
-            values += [values[0]] * (n_batch - len(values))
-            fixed = {name: np.array([v[k] for v in values]) for k, name in enumerate(names)}
+        fixed = batch_fixed_values([fit[3].get("fixed") for fit in fits], fitter.forward.fixed, n_batch)
         result = fitter.fit(batch) if fixed is None else fitter.fit(batch, fixed=fixed)
         fitted = (_result_row(context, *fit[:2], fit[3], result, i) for i, fit in enumerate(fits))
     return [next(fitted) if isinstance(entry, tuple) else entry for entry in chunk]
+
+
+def batch_fixed_values(per_star, held, n_batch: int) -> dict | None:
+    """Per-spectrum fixed values of a batch as ``name → (n_batch,)`` arrays, or None when no
+    spectrum has its own.
+
+    Args:
+        per_star: one mapping (or None) per spectrum of the batch: its own fixed values (the
+            ``extra["fixed"]`` of :func:`spectrum_observation`).
+        held: the fit's fixed values (``fitter.forward.fixed``), taken by a spectrum without
+            its own value.
+        n_batch: the padded batch size; filler spectra repeat the first spectrum's values.
+    """
+    per_star = [dict(values or {}) for values in per_star]
+    if not any(per_star):
+        return None
+    names = sorted(set().union(*per_star))
+    values = [[star.get(name, held[name]) for name in names] for star in per_star]
+    values += [values[0]] * (n_batch - len(values))
+    return {name: np.array([v[k] for v in values]) for k, name in enumerate(names)}
 
 
 def spectrum_observation(fitter: Fitter, spectrum):
@@ -708,7 +728,7 @@ def _previous_rows(out_path: Path, journal: Path, names, setup: dict, extra=()) 
     """
     rows: dict[tuple[str, str], dict] = {}
     if out_path.exists():
-        _check_setup(out_path, _table_setup(out_path), setup)
+        check_setup(out_path, _table_setup(out_path), setup)
         for row in read_results(out_path):
             _add(rows, row)
     if journal.exists():
@@ -719,7 +739,7 @@ def _previous_rows(out_path: Path, journal: Path, names, setup: dict, extra=()) 
                 except json.JSONDecodeError:
                     continue  # a line cut off by a kill
                 if "__setup__" in row:
-                    _check_setup(journal, row["__setup__"], setup)
+                    check_setup(journal, row["__setup__"], setup)
                     continue
                 _add(rows, row)
     cols = set(result_columns(names, extra))
@@ -753,8 +773,17 @@ def _table_setup(path: Path) -> dict | None:
         return None
 
 
-def _check_setup(path: Path, previous: dict | None, setup: dict) -> None:
-    """Refuse to resume a run made with another model or other settings (one line)."""
+def check_setup(path: Path, previous: dict | None, setup: dict) -> None:
+    """Refuse to resume a run made with another model or other settings.
+
+    Args:
+        path: what is being resumed (named in the message).
+        previous: the earlier run's :func:`run_setup` (None if it recorded none).
+        setup: this run's.
+
+    Raises:
+        ValueError: one line naming ``path`` and what differs.
+    """
     if previous is None:
         raise ValueError(f"{path}: existing results record no model or settings; write to a new file")
     previous = json.loads(json.dumps(previous, sort_keys=True))
@@ -782,10 +811,16 @@ def _key(source, id_) -> tuple[str, str]:
 
 
 def read_results(path: str | os.PathLike) -> list[dict]:
-    """Rows of a results table written by :func:`fit_spectra`, as dicts."""
+    """Rows of a results table written by :func:`fit_spectra`, or of a partitioned folder written
+    by :func:`~jaxpayne.fitting.survey.fit_survey` (partitions in order), as dicts."""
     from astropy.table import Table
 
     path = Path(path)
+    if path.is_dir():
+        parts = sorted(path.glob("part-[0-9][0-9][0-9][0-9][0-9][0-9].parquet"))
+        if not parts:
+            raise ValueError(f"{path}: no finished partitions (part-NNNNNN.parquet) in this folder")
+        return [row for part in parts for row in read_results(part)]
     if _FORMATS.get(path.suffix.lower()) == "parquet":
         # pyarrow directly: astropy's parquet reader leaves threads that abort the interpreter at exit
         try:

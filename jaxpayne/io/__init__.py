@@ -23,7 +23,7 @@ Example:
 
 from jaxpayne.io.detect import FORMATS, detect_format
 from jaxpayne.io.generic import from_specutils, load_wavelength
-from jaxpayne.io.iterate import ReadFailure, SpectrumList, SpectrumReadWarning, iter_spectra, read_spectra
+from jaxpayne.io.iterate import ReadFailure, SpectrumList, SpectrumReadWarning, galah_path_groups, iter_spectra, read_spectra
 from jaxpayne.io.readers import READER_OPTIONS, read_spectrum
 from jaxpayne.io.spectrum import (
     FRAMES,
@@ -63,6 +63,7 @@ __all__ = [
     "combine",
     "detect_format",
     "from_specutils",
+    "galah_path_groups",
     "iter_spectra",
     "load_wavelength",
     "read_apstar",

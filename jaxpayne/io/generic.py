@@ -570,6 +570,8 @@ def read_text(path: Path, *, wavelength=None, medium=None, estimate_missing_erro
     if not all(numeric(t) for t in first):
         names, start = first, start + 1
     body = [ln for ln in lines[start:] if ln.strip() and not ln.lstrip().startswith("#")]
+    if not body:  # one line of words: a header without data, or not a table at all
+        raise SpectrumFormatError(f"{path}: text file holds no data rows (only the line {lines[start - 1][:40]!r})")
     try:
         table = np.loadtxt(io.StringIO("\n".join(body)), delimiter=delimiter, ndmin=2, dtype=np.float64)
     except ValueError as exc:

@@ -20,7 +20,7 @@ from jaxpayne.io import readers, surveys
 from jaxpayne.io.generic import load_wavelength
 from jaxpayne.io.spectrum import Spectrum, SpectrumFormatError
 
-__all__ = ["ReadFailure", "SpectrumList", "SpectrumReadWarning", "iter_spectra", "read_spectra"]
+__all__ = ["ReadFailure", "SpectrumList", "SpectrumReadWarning", "galah_path_groups", "iter_spectra", "read_spectra"]
 
 
 class SpectrumReadWarning(UserWarning):
@@ -167,15 +167,23 @@ def _batch_options(on_error: str, kw: dict) -> dict:
     return kw
 
 
-def _galah_ccds_together(paths) -> list:
-    """``paths`` in order, except that GALAH CCD files of one star (same directory and sobject_id
-    in the file name) are moved up to follow the first of them."""
+def galah_path_groups(paths) -> list[list]:
+    """``paths`` as groups in input order: the GALAH CCD files of one star (same directory and
+    sobject_id in the file name) form one group, at the place of the first of them; every other
+    file is a group of its own. These are the units that :func:`iter_spectra` reads into one
+    spectrum each (a run split into partitions keeps a group together)."""
     groups: dict[Any, list] = {}
     for i, path in enumerate(paths):
         parts = C.galah_name_parts(path) if isinstance(path, (str, os.PathLike)) else None
         key = (str(Path(path).absolute().parent), parts[0]) if parts else i
         groups.setdefault(key, []).append(path)
-    return [path for group in groups.values() for path in group]
+    return list(groups.values())
+
+
+def _galah_ccds_together(paths) -> list:
+    """``paths`` in order, except that GALAH CCD files of one star are moved up to follow the
+    first of them (:func:`galah_path_groups`, flattened)."""
+    return [path for group in galah_path_groups(paths) for path in group]
 
 
 def _iter_spectra(paths, on_error: str, group_galah: bool, kw: dict) -> Iterator[Spectrum | ReadFailure]:

@@ -13,7 +13,8 @@ with one row per star:
     a value at which the fit holds that parameter for this star, e.g. ``fixed_rv`` [km/s] or
     ``fixed_vsini``; every star then needs a finite value. ``fixed_rv`` is the velocity in the
     frame of the spectrum's wavelengths (topocentric for apVisit files, 0 for rest-frame ones),
-    as a free rv would be.
+    as a free rv would be. ``fixed_R`` is each star's resolving power λ/Δλ (a fibre's or an
+    observing mode's): the fit's Gaussian line-spread function then takes it per star.
 
 :func:`iter_manifest` reads each star's files (any format :func:`~jaxpayne.io.read_spectrum`
 knows; the first spectrum of each file) and joins them into one multi-segment spectrum
@@ -27,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
@@ -94,12 +96,17 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestStar]:
 
 
 def manifest_fixed(stars: Iterable[ManifestStar]) -> dict[str, float]:
-    """The parameters the manifest fixes, each with its largest absolute value (what a fitter
-    needs to be built for: the Doppler margin of a fixed rv)."""
+    """The parameters the manifest fixes, each at the value a fitter must be built for so that
+    every star's own value fits in its margins: the largest absolute value (the Doppler margin
+    of rv, the kernel margins of vsini and vmacro), and for the resolving power ``R`` the
+    smallest (the widest line-spread function)."""
     out: dict[str, float] = {}
     for star in stars:
         for name, value in star.fixed.items():
-            out[name] = max(out.get(name, 0.0), abs(value))
+            if name == "R":
+                out[name] = min(out.get(name, math.inf), value)
+            else:
+                out[name] = max(out.get(name, 0.0), abs(value))
     return out
 
 

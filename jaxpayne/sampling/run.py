@@ -20,8 +20,8 @@ from itertools import chain
 from pathlib import Path
 
 
-from jaxpayne.fitting.run import (atomic_write, model_fingerprint, pad_batch, peek_spectrum, spectrum_observation,
-                                  write_table)
+from jaxpayne.fitting.run import (atomic_write, batch_fixed_values, model_fingerprint, pad_batch, peek_spectrum,
+                                  spectrum_observation, write_table)
 from jaxpayne.sampling.sampler import Sampler
 from jaxpayne.sampling.summary import failed_summary_row, summarize, summary_table
 
@@ -147,7 +147,8 @@ def read_posterior(path):
 
 
 def _entry(item, sampler, seen, done, report):
-    """("fit", id, source, obs) to sample, ("failed", id, source, message), or None (done)."""
+    """("fit", id, source, obs, own fixed values or None) to sample, ("failed", id, source,
+    message), or None (done)."""
     if isinstance(item, tuple):
         source, message = map(str, item)
         if report is not None:
@@ -159,12 +160,12 @@ def _entry(item, sampler, seen, done, report):
     if (str(item.source), str(id_)) in done:
         return None
     try:
-        obs, _ = spectrum_observation(sampler.fitter, item)
+        obs, extra = spectrum_observation(sampler.fitter, item)
     except ValueError as err:
         if report is not None:
             report(item.source, str(err))
         return ("failed", id_, str(item.source), str(err))
-    return ("fit", id_, str(item.source), obs)
+    return ("fit", id_, str(item.source), obs, extra.get("fixed"))
 
 
 def _sample_chunk(sampler, chunk, path: Path, batch_size: int, progress: bool, log_likelihood: bool):
@@ -172,10 +173,11 @@ def _sample_chunk(sampler, chunk, path: Path, batch_size: int, progress: bool, l
     observations = [entry[3] for entry in chunk]
     n = len(chunk)
     batch = pad_batch(observations, batch_size)
+    fixed = batch_fixed_values([entry[4] for entry in chunk], sampler.fitter.forward.fixed, batch_size)
     ids = [entry[1] for entry in chunk] + [f"__pad{i}" for i in range(batch_size - n)]
     sources = [entry[2] for entry in chunk] + [""] * (batch_size - n)
     # ids must be unique within a part for the star coordinate; sources keep them apart across files
-    idata = sampler.sample(batch, ids=_unique(ids, sources), sources=sources, progress=progress,
+    idata = sampler.sample(batch, fixed, ids=_unique(ids, sources), sources=sources, progress=progress,
                            log_likelihood=log_likelihood)
     if n < batch_size:
         idata = idata.isel(star=slice(0, n))

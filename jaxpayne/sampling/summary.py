@@ -68,7 +68,9 @@ def summarize(idata, sources: Sequence[str] | None = None) -> list[dict]:
     nuts = str(setup.get("algorithm", "NUTS")).upper() == "NUTS"
     with warnings.catch_warnings():  # a constant quantity (a companion clipped to the box) has no r_hat: NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        rhat = az.rhat(post[stat_names], method="rank")
+        # r_hat compares chains: with one chain there is none (NaN, and no R_HAT_HIGH flag)
+        rhat = (az.rhat(post[stat_names], method="rank") if post.sizes.get("chain", 1) > 1
+                else {n: post[n].isel(chain=0, draw=0) * np.nan for n in stat_names})
         bulk = az.ess(post[stat_names], method="bulk")
         tail = az.ess(post[stat_names], method="tail")
     stats = idata.sample_stats
@@ -112,11 +114,11 @@ def summarize(idata, sources: Sequence[str] | None = None) -> list[dict]:
             flags |= int(Flags.FAILED)
             messages.append("no posterior (the start fit failed)")
         else:
-            r = [row[f"{n}_r_hat"] for n in names]
-            e = [row[f"{n}_ess_bulk"] for n in names]
-            if np.nanmax(r) > R_HAT_LIMIT:
+            r = [x for x in (row[f"{n}_r_hat"] for n in names) if np.isfinite(x)]
+            e = [x for x in (row[f"{n}_ess_bulk"] for n in names) if np.isfinite(x)]
+            if r and max(r) > R_HAT_LIMIT:
                 flags |= int(Flags.R_HAT_HIGH)
-            if np.nanmin(e) < ESS_LIMIT:
+            if e and min(e) < ESS_LIMIT:
                 flags |= int(Flags.ESS_LOW)
         n_div = int(diverging[:, :, b].sum())
         if n_div and not failed:
