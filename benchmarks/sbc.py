@@ -23,6 +23,13 @@ Draws are thinned before ranking (``--thin``; default auto = total draws / media
 so autocorrelation does not bend the rank distribution into a ∪ shape.
 
     python benchmarks/sbc.py --stars 256 --chains 4 --warmup 300 --samples 300 --out /tmp/sbc.png
+
+``--terms seismic,photometry`` adds the joint-likelihood terms (issue #15): ν_max and Δν
+(``Seismic``; measured to 2 % and 1 %), and a parallax with G and Ks (``Photometry``, MIST
+bolometric corrections; σ 0.02 mas, 0.01 and 0.02 mag, no magnitude floor), simulated from the
+true labels and latent parameters with those errors. The latent parameters get priors in the
+same ``Prior`` the truths are drawn from: mass ~ N(1.3, 0.3) M☉, distance ~ N(800, 150) pc,
+A_V ~ N(0.3, 0.1) mag (truncated to their boxes), and are ranked like the labels.
 """
 
 from __future__ import annotations
@@ -49,13 +56,60 @@ def obs_wave():
     return np.exp(np.linspace(np.log(5004.0), np.log(5026.0), 260))
 
 
-def the_prior():
+def the_prior(terms=()):
     import numpyro.distributions as dist
 
     from jaxpayne.sampling import Prior
 
-    return Prior({"teff": dist.Normal(5500.0, 500.0), "logg": dist.Normal(3.0, 0.4), "rv": dist.Normal(0.0, 10.0)},
-                 name="sbc")
+    priors = {"teff": dist.Normal(5500.0, 500.0), "logg": dist.Normal(3.0, 0.4), "rv": dist.Normal(0.0, 10.0)}
+    latent = {lat.name for term in terms for lat in term.latent}
+    extra = {"mass": dist.Normal(1.3, 0.3), "distance": dist.Normal(800.0, 150.0), "av": dist.Normal(0.3, 0.1)}
+    priors.update({k: v for k, v in extra.items() if k in latent})
+    return Prior(priors, name="sbc" + ("+" + "+".join(t.name for t in terms) if terms else ""))
+
+
+def make_terms(names):
+    """The terms of ``--terms`` and the relative/absolute errors of their simulated data."""
+    terms, errors = [], {}
+    for name in filter(None, names.split(",")):
+        if name == "seismic":
+            from jaxpayne.sampling import Seismic
+
+            terms.append(Seismic())
+            errors.update(numax=("relative", 0.02), dnu=("relative", 0.01))
+        elif name == "photometry":
+            from jaxpayne.photometry import Photometry
+
+            terms.append(Photometry(["G", "Ks"], distance_length=None, magnitude_floor=0.0))
+            errors.update(parallax=("absolute", 0.02), phot_g_mean_mag=("absolute", 0.01), ks_m=("absolute", 0.02))
+        else:
+            raise SystemExit(f"unknown term {name!r}: seismic, photometry")
+    return terms, errors
+
+
+def simulate_constraints(sampler, truth, errors, seed: int) -> dict:
+    """Each term's measurements of the true parameters, with Gaussian noise of the stated errors."""
+    import jax
+    import jax.numpy as jnp
+
+    space = sampler.space
+    rng = np.random.default_rng(seed)
+
+    def predict(t):
+        values = space.unflatten(t)
+        out = {}
+        for term in sampler.posterior.terms:
+            out.update(term.predict(values))
+        return out
+
+    predicted = {k: np.asarray(v, np.float64) for k, v in jax.jit(jax.vmap(predict))(jnp.asarray(truth)).items()}
+    constraints = {}
+    for name, value in predicted.items():
+        kind, size = errors[name]
+        sigma = size * np.abs(value) if kind == "relative" else np.full(value.shape, size)
+        constraints[name] = value + rng.normal(size=value.shape) * sigma
+        constraints[f"{name}_err"] = sigma
+    return constraints
 
 
 def simulate(sampler, truth, snr: float, seed: int):
@@ -90,6 +144,7 @@ def main():
     parser.add_argument("--thin", default="auto", help="keep every k-th draw of each chain before ranking")
     parser.add_argument("--out", default="/tmp/sbc.png", help="the figure (PNG)")
     parser.add_argument("--json", default=None, help="also write ranks and figures here")
+    parser.add_argument("--terms", default="", help="joint-likelihood terms: seismic, photometry (comma-separated)")
     args = parser.parse_args()
 
     import jax
@@ -97,13 +152,16 @@ def main():
     from jaxpayne.sampling import Sampler, summarize
 
     t_start = time.perf_counter()
-    prior = the_prior()
+    terms, errors = make_terms(args.terms)
+    prior = the_prior(terms)
     sampler = Sampler(emulator(), prior=prior, chains=args.chains, warmup=args.warmup, samples=args.samples,
-                      chain_method=args.chain_method, max_tree_depth=args.max_tree_depth, seed=args.seed, **OPTIONS)
+                      chain_method=args.chain_method, max_tree_depth=args.max_tree_depth, seed=args.seed,
+                      terms=terms, **OPTIONS)
     space = sampler.space
     names = list(space.free_names)
     truth = prior.sample(jax.random.PRNGKey(args.seed + 1), space, args.stars)
-    batch = simulate(sampler, truth, args.snr, seed=args.seed + 2)
+    batch = simulate(sampler, truth[:, :sampler.forward.space.n_free], args.snr, seed=args.seed + 2)
+    constraints = simulate_constraints(sampler, truth, errors, seed=args.seed + 4) if terms else None
     print(f"device: {jax.devices()[0].device_kind}; {args.stars} stars, S/N {args.snr:g}, parameters {names}; "
           f"prior: {prior.describe()}")
     print(f"{args.chains} chains x ({args.warmup} + {args.samples}), {args.chain_method}, "
@@ -115,8 +173,9 @@ def main():
     for start in range(0, args.stars, chunk):
         part = jax.tree_util.tree_map(lambda a: a[start:start + chunk], batch)
         t0 = time.perf_counter()
+        part_constraints = None if constraints is None else {k: v[start:start + chunk] for k, v in constraints.items()}
         idata = sampler.sample(part, ids=[f"s{i}" for i in range(start, start + int(part.flux.shape[0]))],
-                               progress=False)
+                               progress=False, constraints=part_constraints)
         walls.append(time.perf_counter() - t0)
         attrs = idata.posterior.attrs
         grads.append(int(attrs["gradient_evaluations"]))

@@ -694,6 +694,16 @@ def _add_sample(sub):
     p.add_argument("--trajectory-length", type=float, default=2.5,
                    help="integration time of --algorithm HMC, whitened units (default 2.5)")
     p.add_argument("--noise-scale", action="store_true", help="also sample a factor on every uncertainty")
+    p.add_argument("--constraints", metavar="TABLE",
+                   help="per-star measurements joined to the spectrum's likelihood: a table (.csv/.ecsv/.fits/.parquet) "
+                   "with an id column matching the spectrum ids and any of numax, dnu [muHz] (scaling relations), "
+                   "parallax [mas] with phot_g_mean_mag, phot_bp_mean_mag, phot_rp_mean_mag, j_m, h_m, ks_m (MIST "
+                   "bolometric corrections; latent mass, distance, A_V), or a sampled label (teff, logg ...), each "
+                   "with a <column>_err; empty cells are missing; see docs/joint_likelihoods.md")
+    p.add_argument("--constraints-id", default="id", help="id column of --constraints (default id)")
+    p.add_argument("--dnu-correction", type=float, metavar="SD",
+                   help="with a dnu column: sample a correction factor of the Delta-nu scaling relation with prior "
+                   "N(1, SD)")
     p.add_argument("--float64", action="store_true", help="sample in double precision")
     p.add_argument("--log-likelihood", action="store_true", help="store ln L of every draw (log_likelihood group)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -723,6 +733,7 @@ def _sample(args) -> int:
     if args.binary:
         fitter, spectra = _binary_fitter(args, model, spectra)
         options = {"fitter": fitter}
+    constraints, terms = _constraints(args, model)
     table = sample_spectra(
         model,
         spectra,
@@ -745,12 +756,18 @@ def _sample(args) -> int:
         trajectory_length=args.trajectory_length,
         dtype="float64" if args.float64 else "float32",
         seed=args.seed,
+        terms=terms,
+        constraints=constraints,
         **options,
     )
     from jaxpayne.fitting import Flags
 
     failed = int(sum(1 for f in table["flags"] if int(f) & int(Flags.FAILED)))
     flagged = int(sum(1 for f in table["flags"] if f)) - failed
+    if constraints is not None:
+        matched = sum(1 for i in table["id"] if str(i) in constraints)
+        print(f"constraints applied to {matched} of {len(table)} stars"
+              + ("" if matched else f" (no spectrum id matches the {args.constraints_id!r} column)"), file=sys.stderr)
     where = f"; summary of all in {args.summary}" if args.summary else ""
     print(f"wrote posteriors of {len(table) - failed} spectra to {args.out}{where} "
           f"({flagged} flagged, {failed} failed; flag bits in the summary header)")
@@ -770,6 +787,30 @@ def _parse_assignments(text: str | None, option: str, nonnegative: bool = False)
             rule = " with values >= 0" if nonnegative else ""
             raise CLIError(f"{option} expects NAME=VALUE,...{rule}, got {part!r}")
     return out
+
+
+def _constraints(args, model):
+    """``--constraints``: the per-star data (id → column → value) and the terms its columns call
+    for (None, () without)."""
+    if not args.constraints:
+        if args.dnu_correction is not None:
+            raise CLIError("--dnu-correction needs --constraints with a dnu column")
+        return None, ()
+    from jaxpayne.sampling.terms import read_constraints, terms_for_columns
+
+    constraints = read_constraints(args.constraints, args.constraints_id)
+    columns = set().union(*(row.keys() for row in constraints.values())) if constraints else set()
+    parameters = [*model.label_names, "rv", *(["vsini"] if args.vsini else []), *(["vmacro"] if args.vmacro else [])]
+    try:
+        terms = terms_for_columns(columns, parameters, dnu_correction=args.dnu_correction)
+    except ValueError as err:
+        raise CLIError(f"{args.constraints}: {err}") from None
+    if not terms:
+        raise CLIError(f"{args.constraints}: no constraint columns (numax, dnu, parallax with magnitudes, or a label "
+                       f"with its _err) among {', '.join(sorted(columns)) or 'its columns'}")
+    names = ", ".join(f"{t.name} ({', '.join(t.observables)})" for t in terms)
+    print(f"constraints of {len(constraints)} stars from {args.constraints}: {names}", file=sys.stderr)
+    return constraints, terms
 
 
 def _parse_floor(text: str | None) -> dict[str, float]:

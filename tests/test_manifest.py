@@ -137,3 +137,42 @@ def test_per_star_resolution_and_fixed_values_in_sample(tmp_path, cannon_file, c
     summary = Table.read(tmp_path / "post.ecsv")
     np.testing.assert_allclose(summary["teff_p50"], labels[:, 0], atol=80.0)
     assert "rv_p50" not in summary.colnames
+
+
+def test_sample_with_a_constraints_table(tmp_path, cannon_file, capsys):
+    """sample --constraints: a per-star log g measurement and the ν_max and Δν of log g 3.5 pull
+    that star's posterior from its spectrum's 3.2 to 3.5; a star without a row is untouched; Δν
+    adds the latent mass (and --dnu-correction its correction factor)."""
+    from jaxpayne import load_model
+    from jaxpayne.cli import main
+    from jaxpayne.forward import forward_model_from_options, make_observation
+
+    model = load_model(cannon_file)
+    fm = forward_model_from_options(model, rv=True, max_rv=60.0, continuum="none")
+    rng = np.random.default_rng(2)
+    w = np.exp(np.linspace(np.log(5010.0), np.log(5050.0), 600))
+    for k, lab in enumerate([[5100.0, 3.2, -0.2], [5300.0, 3.6, -0.1]]):
+        clean = np.asarray(fm.model_flux(fm.pack(dict(zip(NAMES, lab), rv=5.0)), make_observation(w, np.ones_like(w))))
+        np.savez(tmp_path / f"c{k}.npz", wavelength=w, flux=clean + 0.01 * rng.normal(size=w.size),
+                 error=np.full(w.size, 0.01), id=np.array([f"c{k}"]))
+    from jaxpayne.sampling.terms import Seismic
+
+    seismic = {k: float(v) for k, v in Seismic().predict({"teff": 5100.0, "logg": 3.5, "mass": 1.2}).items()}
+    Table({"id": ["c0", "nobody"], "logg": [3.5, 2.0], "logg_err": [0.03, 0.01], "numax": [seismic["numax"], np.nan],
+           "numax_err": [0.1 * seismic["numax"], np.nan], "dnu": [seismic["dnu"], np.nan],
+           "dnu_err": [0.05 * seismic["dnu"], np.nan]}).write(tmp_path / "cons.csv")
+    common = ["--model", str(cannon_file), "--continuum", "none", "--max-rv", "60", "--quiet", "--chains", "2",
+              "--warmup", "100", "--samples", "100"]
+    files = [str(tmp_path / "c0.npz"), str(tmp_path / "c1.npz")]
+    assert main(["sample", *files, *common, "--constraints", str(tmp_path / "cons.csv"), "--dnu-correction", "0.02",
+                 "--out", str(tmp_path / "post.nc"), "--summary", str(tmp_path / "post.ecsv")]) == 0
+    err = capsys.readouterr().err
+    assert "seismic (numax, dnu)" in err and "labels (logg)" in err and "applied to 1 of 2 stars" in err
+    summary = Table.read(tmp_path / "post.ecsv")
+    assert summary["logg_p50"][0] == pytest.approx(3.5, abs=0.06)  # pulled from 3.2 to the measurements
+    assert summary["logg_p50"][1] == pytest.approx(3.6, abs=0.3)  # no row: its own spectrum's value
+    assert "mass_p50" in summary.colnames and "f_dnu_p50" in summary.colnames
+    Table({"id": ["c0"], "numax": [120.0]}).write(tmp_path / "bad.csv")
+    assert main(["sample", *files, *common, "--constraints", str(tmp_path / "bad.csv"),
+                 "--out", str(tmp_path / "post2.nc")]) == 2
+    assert "needs its uncertainty numax_err" in capsys.readouterr().err

@@ -11,7 +11,8 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 #: notebook → (reference data folder it reads, a line its run must print)
-EXPECT = {"information_content.ipynb": ("doppler_cannon", "Cramér–Rao bounds computed")}
+EXPECT = {"information_content.ipynb": ("doppler_cannon", "Cramér–Rao bounds computed"),
+          "joint_constraints_mu_leo.ipynb": ("galah_benchmark", "posterior shifts computed")}
 DEFAULT = ("binspec_apogee", "reduced chi2")
 
 

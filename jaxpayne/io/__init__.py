@@ -23,6 +23,7 @@ Example:
 
 from jaxpayne.io.detect import FORMATS, detect_format
 from jaxpayne.io.generic import from_specutils, load_wavelength
+from jaxpayne.io._common import read_table
 from jaxpayne.io.iterate import ReadFailure, SpectrumList, SpectrumReadWarning, galah_path_groups, iter_spectra, read_spectra
 from jaxpayne.io.readers import READER_OPTIONS, read_spectrum
 from jaxpayne.io.spectrum import (
@@ -74,5 +75,6 @@ __all__ = [
     "read_sdss_spec",
     "read_spectra",
     "read_spectrum",
+    "read_table",
     "vacuum_to_air",
 ]

@@ -5,6 +5,9 @@ or thousands in one compiled call.
   parameters; :func:`load_prior` reads ``FILE.py:NAME`` (the CLI's ``--prior``);
 * :class:`Posterior` — the density of one spectrum (prior + :func:`~jaxpayne.forward.loglike`)
   in physical and unconstrained coordinates, and as a NumPyro model;
+* :mod:`~jaxpayne.sampling.terms` — likelihood terms beside the spectrum's: :class:`Seismic`
+  (ν_max, Δν scaling relations), :class:`LabelMeasurement` (per-star label measurements), and
+  :class:`jaxpayne.photometry.Photometry` (parallax and magnitudes);
 * :class:`Sampler` / :func:`sample` — vmapped NUTS with per-star adaptation, started from the
   batched fit, returning ArviZ ``InferenceData`` with a ``star`` dimension;
 * :func:`summarize` — the per-star summary table (mean, sd, percentiles, r_hat, ESS, divergences,
@@ -18,9 +21,14 @@ from jaxpayne.sampling.priors import Prior, as_prior, load_prior
 from jaxpayne.sampling.run import read_posterior, sample_spectra
 from jaxpayne.sampling.sampler import DEFAULT_MAX_TREE_DEPTH, Sampler, sample
 from jaxpayne.sampling.summary import summarize, summary_columns, summary_table
+from jaxpayne.sampling.terms import GaussianTerm, LabelMeasurement, Latent, Seismic
 
 __all__ = [
     "DEFAULT_MAX_TREE_DEPTH",
+    "GaussianTerm",
+    "LabelMeasurement",
+    "Latent",
+    "Seismic",
     "NOISE_SCALE",
     "NOISE_SCALE_BOUNDS",
     "Posterior",

@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from itertools import chain
 from pathlib import Path
 
+import numpy as np
 
 from jaxpayne.fitting.run import (atomic_write, batch_fixed_values, model_fingerprint, pad_batch, peek_spectrum,
                                   spectrum_observation, write_table)
@@ -32,7 +33,8 @@ _SUMMARY_FORMATS = (".fits", ".fit", ".ecsv", ".parquet")
 
 def sample_spectra(model, spectra: Iterable, *, out, summary=None, resume: bool = False, batch_size: int = 16,
                    progress: bool = True, sampler: Sampler | None = None, report=None,
-                   log_likelihood: bool = False, **sampler_options):
+                   log_likelihood: bool = False, constraints: Mapping[str, Mapping[str, float]] | None = None,
+                   **sampler_options):
     """Sample the posteriors of a stream of spectra; write InferenceData (netCDF) and a summary.
 
     Args:
@@ -48,6 +50,8 @@ def sample_spectra(model, spectra: Iterable, *, out, summary=None, resume: bool 
         sampler: a ready :class:`Sampler` (else built from ``sampler_options``).
         report: optional callable ``(source, message)`` told about every failed spectrum.
         log_likelihood: add the ``log_likelihood`` group.
+        constraints: per-star data of the sampler's ``terms``: star id → name → value (e.g.
+            :func:`~jaxpayne.sampling.terms.read_constraints`); stars without an entry have none.
         **sampler_options: :class:`Sampler` and :class:`~jaxpayne.fitting.Fitter` options;
             ``n_segments`` defaults to the first spectrum's.
 
@@ -100,7 +104,7 @@ def sample_spectra(model, spectra: Iterable, *, out, summary=None, resume: bool 
     try:
         for item in chain(items, [None]):
             if item is not None:
-                entry = _entry(item, sampler, seen, done, report)
+                entry = _entry(item, sampler, seen, done, report, constraints)
                 if entry is None:
                     bar.update(1)
                     continue
@@ -146,9 +150,9 @@ def read_posterior(path):
     return az.from_netcdf(str(path))
 
 
-def _entry(item, sampler, seen, done, report):
-    """("fit", id, source, obs, own fixed values or None) to sample, ("failed", id, source,
-    message), or None (done)."""
+def _entry(item, sampler, seen, done, report, constraints=None):
+    """("fit", id, source, obs, own fixed values or None, constraints or None) to sample,
+    ("failed", id, source, message), or None (done)."""
     if isinstance(item, tuple):
         source, message = map(str, item)
         if report is not None:
@@ -165,7 +169,7 @@ def _entry(item, sampler, seen, done, report):
         if report is not None:
             report(item.source, str(err))
         return ("failed", id_, str(item.source), str(err))
-    return ("fit", id_, str(item.source), obs, extra.get("fixed"))
+    return ("fit", id_, str(item.source), obs, extra.get("fixed"), (constraints or {}).get(str(item.id)))
 
 
 def _sample_chunk(sampler, chunk, path: Path, batch_size: int, progress: bool, log_likelihood: bool):
@@ -174,11 +178,15 @@ def _sample_chunk(sampler, chunk, path: Path, batch_size: int, progress: bool, l
     n = len(chunk)
     batch = pad_batch(observations, batch_size)
     fixed = batch_fixed_values([entry[4] for entry in chunk], sampler.fitter.forward.fixed, batch_size)
+    names = sampler.posterior.constraint_names
+    per_star = [entry[5] or {} for entry in chunk]
+    per_star += [per_star[0]] * (batch_size - n)
+    constraints = {k: np.array([float(star.get(k, np.nan)) for star in per_star]) for k in names}
     ids = [entry[1] for entry in chunk] + [f"__pad{i}" for i in range(batch_size - n)]
     sources = [entry[2] for entry in chunk] + [""] * (batch_size - n)
     # ids must be unique within a part for the star coordinate; sources keep them apart across files
     idata = sampler.sample(batch, fixed, ids=_unique(ids, sources), sources=sources, progress=progress,
-                           log_likelihood=log_likelihood)
+                           log_likelihood=log_likelihood, constraints=constraints or None)
     if n < batch_size:
         idata = idata.isel(star=slice(0, n))
     atomic_write(path, lambda tmp: idata.to_netcdf(str(tmp)))

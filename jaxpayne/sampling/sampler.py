@@ -82,6 +82,11 @@ class Sampler:
             vmapped chains gain little there and the per-pixel networks' batched contractions
             are slow; see ``benchmarks/README.md``).
         noise_scale: sample a factor on every uncertainty (``noise_scale``) too.
+        terms: likelihood terms beside the spectrum's (:mod:`jaxpayne.sampling.terms`:
+            :class:`~jaxpayne.sampling.terms.Seismic`,
+            :class:`~jaxpayne.sampling.terms.LabelMeasurement`,
+            :class:`~jaxpayne.photometry.Photometry` ...); their per-star data go to
+            :meth:`sample` as ``constraints``, their latent parameters are sampled too.
         algorithm: ``"NUTS"`` (default) or ``"HMC"``: static HMC with a fixed trajectory length
             in the whitened coordinates (every star's trajectory has about the same number of
             steps, so a vmapped batch wastes little in lockstep; see ``trajectory_length``).
@@ -118,6 +123,7 @@ class Sampler:
         dense_mass: bool | None = None,
         chain_method: str = "auto",
         noise_scale: bool = False,
+        terms=(),
         algorithm: str = "NUTS",
         trajectory_length: float = 2.5,
         dtype: str = "float32",
@@ -161,7 +167,7 @@ class Sampler:
         self.model = model
         self.forward = self.fitter.forward
         self.settings = self.fitter.settings
-        self.posterior = Posterior(self.forward, prior, self.settings, noise_scale=noise_scale)
+        self.posterior = Posterior(self.forward, prior, self.settings, noise_scale=noise_scale, terms=terms)
         self.space = self.posterior.space
         self.prior = self.posterior.prior
         self.chains, self.warmup, self.samples = int(chains), int(warmup), int(samples)
@@ -214,7 +220,7 @@ class Sampler:
         return self.fitter.observation(wavelength, flux, ivar, **options)
 
     # --------------------------------------------------------------------------- the density
-    def _potential_gen(self, obs, data, fixed, window, centre, chol):
+    def _potential_gen(self, obs, data, fixed, constraints, window, centre, chol):
         """The potential energy of one star in its whitened coordinates w (NumPyro's
         ``potential_fn_gen``): z = centre + chol · w maps w onto the unconstrained z of
         :meth:`~jaxpayne.forward.ParameterSpace.to_unconstrained`, with the fit's Laplace
@@ -226,7 +232,7 @@ class Sampler:
 
         def potential(w):
             z = centre + chol @ w
-            log_p = posterior.log_density_unconstrained(z, obs, fixed, data)
+            log_p = posterior.log_density_unconstrained(z, obs, fixed, data, constraints)
             if self._rv_indices:
                 rv = posterior.space.from_unconstrained(z)[indices]
                 log_p = jnp.where(jnp.all((rv >= window[0]) & (rv <= window[1])), log_p, -jnp.inf)
@@ -255,21 +261,21 @@ class Sampler:
         devices = jax.local_devices() if self.chain_method in ("parallel", "vectorized") else jax.local_devices()[:1]
         over = functools.partial(_over_grid, vectorize=self.chain_method == "vectorized", devices=devices)
 
-        def init_one(obs, fixed, window, centre, chol, w0, key):
+        def init_one(obs, fixed, constraints, window, centre, chol, w0, key):
             obs, data = self._star_inputs(obs, fixed, window)
             state = init_kernel(
                 w0, self.warmup, dense_mass=self.dense_mass,
                 target_accept_prob=self.target_accept, max_tree_depth=self.max_tree_depth,
                 trajectory_length=self.trajectory_length,
-                model_args=(obs, data, fixed, window, centre, chol), rng_key=key,
+                model_args=(obs, data, fixed, constraints, window, centre, chol), rng_key=key,
             )
             return state
 
-        def advance_one(state, obs, fixed, window, centre, chol, length, keep):
+        def advance_one(state, obs, fixed, constraints, window, centre, chol, length, keep):
             obs, data = self._star_inputs(obs, fixed, window)
 
             def body(s, _):
-                s = sample_kernel(s, model_args=(obs, data, fixed, window, centre, chol))
+                s = sample_kernel(s, model_args=(obs, data, fixed, constraints, window, centre, chol))
                 stats = (s.num_steps, s.diverging)
                 if keep:
                     stats = stats + (s.z, s.accept_prob, s.adapt_state.step_size, s.energy, s.potential_energy)
@@ -277,7 +283,7 @@ class Sampler:
 
             return jax.lax.scan(body, state, None, length=length)
 
-        init = jax.jit(over(init_one, chain_axes=(None, None, None, None, None, 0, 0)))
+        init = jax.jit(over(init_one, chain_axes=(None, None, None, None, None, None, 0, 0)))
         self._compiled.update(init=init, advance={}, advance_one=advance_one, over=over)
         return init, self._compiled["advance"]
 
@@ -288,11 +294,11 @@ class Sampler:
         table = self._compiled["advance"]
         if (length, keep) not in table:
             one = functools.partial(self._compiled["advance_one"], length=length, keep=keep)
-            table[(length, keep)] = jax.jit(self._compiled["over"](one, chain_axes=(0, None, None, None, None, None)))
+            table[(length, keep)] = jax.jit(self._compiled["over"](one, chain_axes=(0, None, None, None, None, None, None)))
         return table[(length, keep)]
 
     # --------------------------------------------------------------------------- starts
-    def _starts(self, fit: BatchFit, batch: int, rng: np.random.Generator):
+    def _starts(self, fit: BatchFit, batch: int, rng: np.random.Generator, constraints: Mapping | None = None):
         """Each star's whitening (centre (B, n) and Cholesky factor (B, n, n) of the fit's
         Laplace covariance in the unconstrained z, the best fit clipped inside the box) and the
         chains' starts w₀ (B, C, n), spread START_SPREAD σ around the best fit."""
@@ -306,9 +312,19 @@ class Sampler:
             red = np.where(fit.dof > 0, fit.chi2 / np.maximum(fit.dof, 1), 1.0)
             scale = np.sqrt(np.clip(np.nan_to_num(red, nan=1.0), 1.0, None))
             theta = np.column_stack([theta, scale])
+            k = cov.shape[1]
+            grown = np.zeros((batch, k + 1, k + 1))
+            grown[:, :k, :k] = cov
+            grown[:, k, k] = scale**2 / (2.0 * np.maximum(fit.dof, 1))
+            cov = grown
+        if self.posterior.latent:  # the terms' latent parameters: their starts, spread by their scales
+            starts = self._latent_starts(fit, batch, constraints)
+            k = cov.shape[1]
+            theta = np.column_stack([theta] + [starts[lat.name] for lat in self.posterior.latent])
             grown = np.zeros((batch, n, n))
-            grown[:, :-1, :-1] = cov
-            grown[:, -1, -1] = scale**2 / (2.0 * np.maximum(fit.dof, 1))
+            grown[:, :k, :k] = cov
+            for j, lat in enumerate(self.posterior.latent):
+                grown[:, k + j, k + j] = lat.scale**2
             cov = grown
         lo, hi = space.free_lower, space.free_upper
         span = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
@@ -328,6 +344,19 @@ class Sampler:
         w0 = START_SPREAD * rng.standard_normal((batch, self.chains, n))
         return z_best, chol, w0
 
+    def _latent_starts(self, fit: BatchFit, batch: int, constraints: Mapping | None) -> dict[str, np.ndarray]:
+        """Start values (B,) of the terms' latent parameters, from the fit and the data."""
+        fm_space = self.forward.space
+        values = {n: np.asarray(fit.theta, np.float64)[:, j] for j, n in enumerate(fm_space.free_names)}
+        values.update({n: np.full(batch, float(v)) for n, v in fm_space.fixed.items()})
+        data = {n: np.asarray((constraints or {}).get(n, np.full(batch, np.nan)), np.float64)
+                for n in self.posterior.constraint_names}
+        out: dict[str, np.ndarray] = {}
+        for term in self.posterior.terms:
+            for name, value in term.start(values, data).items():
+                out.setdefault(name, np.asarray(value, np.float64))
+        return out
+
     def _windows(self, fit: BatchFit, fixed: Mapping, batch: int) -> np.ndarray:
         """(B, 2) velocity windows: from the lowest of the fit's velocities − RV_WINDOW to the
         highest + RV_WINDOW inside ±max_rv, or the fixed rv."""
@@ -343,7 +372,8 @@ class Sampler:
     # --------------------------------------------------------------------------- sampling
     def sample(self, observations, fixed: Mapping[str, Any] | None = None, ids=None, *,
                sources=None, fit: BatchFit | None = None, progress: bool = True,
-               log_likelihood: bool = False, seed: int | None = None):
+               log_likelihood: bool = False, seed: int | None = None,
+               constraints: Mapping[str, Any] | None = None):
         """Sample the posteriors of a batch of observations in one compiled call.
 
         Args:
@@ -356,6 +386,8 @@ class Sampler:
             progress: a progress bar over iterations.
             log_likelihood: add the ``log_likelihood`` group (ln L of each draw, per star).
             seed: override the sampler's seed for this call.
+            constraints: per-star data of the terms, name → (B,) array (``numax``,
+                ``numax_err`` ...; NaN where a star has none; missing names are all NaN).
 
         Returns:
             ``arviz.InferenceData`` with groups ``posterior`` (one variable per free parameter,
@@ -386,14 +418,21 @@ class Sampler:
             fit = self.fitter.fit(observations, fixed=fixed_b or None)
         seed = self.seed if seed is None else int(seed)
         rng = np.random.default_rng(seed)
-        centre, chol, w0 = self._starts(fit, batch, rng)
+        unknown = sorted(set(constraints or {}) - set(self.posterior.constraint_names))
+        if unknown:
+            raise ValueError(f"constraints {unknown} are read by no term; the terms read "
+                             f"{list(self.posterior.constraint_names)}")
+        cons = {n: np.broadcast_to(np.asarray((constraints or {}).get(n, np.nan), np.float64), (batch,))
+                for n in self.posterior.constraint_names}
+        centre, chol, w0 = self._starts(fit, batch, rng, cons)
         windows = self._windows(fit, fixed_b, batch)
         keys = jax.random.split(jax.random.PRNGKey(seed), batch * self.chains).reshape(batch, self.chains, -1)
         init, _ = self._functions()
         fixed_j = {k: jnp.asarray(v, dtype) for k, v in fixed_b.items()}
+        cons_j = {k: jnp.asarray(v, dtype) for k, v in cons.items()}
         windows_j = jnp.asarray(windows, dtype)
         centre_j, chol_j = jnp.asarray(centre, dtype), jnp.asarray(chol, dtype)
-        state = init(observations, fixed_j, windows_j, centre_j, chol_j, jnp.asarray(w0, dtype), keys)
+        state = init(observations, fixed_j, cons_j, windows_j, centre_j, chol_j, jnp.asarray(w0, dtype), keys)
         total = self.warmup + self.samples
         bar = tqdm(total=total, unit="it", desc=f"NUTS {batch}x{self.chains}", disable=not progress, leave=False)
         steps, draws = [], []
@@ -403,7 +442,8 @@ class Sampler:
                 keep = done >= self.warmup
                 end = total if keep else self.warmup
                 length = min(self._segment, end - done)
-                state, stats = self._advance(length, keep)(state, observations, fixed_j, windows_j, centre_j, chol_j)
+                state, stats = self._advance(length, keep)(state, observations, fixed_j, cons_j, windows_j, centre_j,
+                                                           chol_j)
                 stats = jax.device_get(stats)
                 steps.append(np.asarray(stats[0]))
                 if keep:
@@ -529,18 +569,21 @@ class Sampler:
 
 
 def _fit_theta(sampler: Sampler, fit: BatchFit) -> np.ndarray:
+    """The fit's θ in the sampled parameters (NaN for the terms' latent ones, not fitted)."""
     theta = np.asarray(fit.theta, np.float64)
     if sampler.posterior.noise_scale:
         red = np.where(fit.dof > 0, fit.chi2 / np.maximum(fit.dof, 1), np.nan)
         theta = np.column_stack([theta, np.sqrt(red)])
-    return theta
+    n_latent = len(sampler.posterior.latent)
+    return np.column_stack([theta, np.full((theta.shape[0], n_latent), np.nan)]) if n_latent else theta
 
 
 def _fit_cov(sampler: Sampler, fit: BatchFit) -> np.ndarray:
     cov = np.asarray(fit.covariance, np.float64)
-    if sampler.posterior.noise_scale:
-        b, n, _ = cov.shape
-        grown = np.full((b, n + 1, n + 1), np.nan)
+    b, n, _ = cov.shape
+    total = sampler.space.n_free
+    if total > n:
+        grown = np.full((b, total, total), np.nan)
         grown[:, :n, :n] = cov
         cov = grown
     return cov
