@@ -104,7 +104,7 @@ def _add_train(sub):
     p.add_argument("--stream", action="store_true",
                    help="read an HDF5 training set from disk block by block instead of into memory "
                    "(automatic above 4 GiB of spectra)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (without it a bar is shown only on a terminal, never in a log file)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -151,7 +151,7 @@ def _cmd_train(args) -> int:
     how = " (streamed from disk)" if isinstance(ts, StreamedTrainingSet) else ""
     print(f"training {args.emulator} on {ts.n_spectra} spectra x {ts.n_pixels} pixels{how}, "
           f"labels {list(ts.label_names)}")
-    result = train_emulator(ts, config, progress=not args.quiet, gradient_model=_gradient_model(args))
+    result = train_emulator(ts, config, progress=_progress(args), gradient_model=_gradient_model(args))
     out = result.model.save(args.out)
     s = result.model.validation["summary"]
     print(
@@ -212,7 +212,7 @@ def _train_data_driven(args, ts, config) -> int:
         raise CLIError(f"{args.grid}: latent labels weigh each spectrum by its noise: the set needs ivar")
     if args.gradient_model and args.emulator == "cannon":
         raise CLIError("--gradient-model ties a network's gradients; the Cannon has no such term")
-    train = training_function(ts, args.emulator, order=args.order, l1=args.l1, config=config, progress=not args.quiet,
+    train = training_function(ts, args.emulator, order=args.order, l1=args.l1, config=config, progress=_progress(args),
                               gradient_model=_gradient_model(args))
     what = f"cannon (order {args.order}{f', l1 {args.l1:g}' if args.l1 else ''})" if args.emulator == "cannon" \
         else args.emulator
@@ -472,7 +472,7 @@ def _add_fit(sub):
                    "rows are in the rest frame, only with --visits constant), or spectra grouped by object "
                    "across files (apVisit files; default file)")
     _add_model_file_options(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (without it a bar is shown only on a terminal, never in a log file)")
     p.set_defaults(func=_cmd_fit)
 
 
@@ -585,7 +585,7 @@ def _cmd_fit(args) -> int:
         spectra = _first_spectra(args, "fit", visits=True)
         fitter, spectra = _visit_fitter(args, model, spectra)
         table = fit_spectra(model, spectra, fitter=fitter, out=args.out, resume=args.resume, batch_size=args.batch,
-                            progress=not args.quiet, error_floor=_parse_floor(args.error_floor), report=_report)
+                            progress=_progress(args), error_floor=_parse_floor(args.error_floor), report=_report)
         return _wrote_table(args, table)
     options = _forward_kwargs(args)
     if args.manifest:
@@ -609,7 +609,7 @@ def _cmd_fit(args) -> int:
         job = dataclasses.replace(job, fitter_options={**options, "n_segments": first.n_segments if first else 1})
     model, fitter = job.build(model)
     table = fit_spectra(model, spectra, fitter=fitter, out=args.out, resume=args.resume, batch_size=args.batch,
-                        progress=not args.quiet, error_floor=dict(job.error_floor), report=_report)
+                        progress=_progress(args), error_floor=dict(job.error_floor), report=_report)
     return _wrote_table(args, table)
 
 
@@ -630,7 +630,7 @@ def _fit_partitioned(args, job) -> int:
         raise CLIError("no spectra to fit: give spectrum files or --manifest")
     with _dask_client(args) as client:
         result = fit_survey(job, inputs, args.out, partition_size=args.partition_size or PARTITION_SIZE, client=client,
-                            resume=args.resume, progress=not args.quiet, report=_report)
+                            resume=args.resume, progress=_progress(args), report=_report)
     done = f" ({result.n_skipped} finished before)" if result.n_skipped else ""
     print(f"wrote {result.n_rows} rows in {result.n_partitions} partitions{done} to {args.out} "
           f"({result.n_flagged} flagged; one table: pyarrow.parquet.read_table or jaxpayne.fitting.read_partitioned)")
@@ -712,7 +712,7 @@ def _add_sample(sub):
     _add_binary_options(p, "sample a double-lined binary, started from its binary fit",
                         "Variables teff_1, rv_1, rv_2, q ... and the derived teff_2, logg_2 (tied)")
     _add_model_file_options(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (without it a bar is shown only on a terminal, never in a log file)")
     p.set_defaults(func=_cmd_sample)
 
 
@@ -741,7 +741,7 @@ def _sample(args) -> int:
         summary=args.summary,
         resume=args.resume,
         batch_size=args.batch,
-        progress=not args.quiet,
+        progress=_progress(args),
         report=_report,
         log_likelihood=args.log_likelihood,
         prior=prior,
@@ -811,6 +811,12 @@ def _constraints(args, model):
     names = ", ".join(f"{t.name} ({', '.join(t.observables)})" for t in terms)
     print(f"constraints of {len(constraints)} stars from {args.constraints}: {names}", file=sys.stderr)
     return constraints, terms
+
+
+def _progress(args) -> bool | None:
+    """Progress bars: none with ``--quiet``, else only when standard error is a terminal (a log
+    file gets no carriage-return updates); see :func:`jaxpayne._progress.progress_bar`."""
+    return False if args.quiet else None
 
 
 def _parse_floor(text: str | None) -> dict[str, float]:
@@ -1039,7 +1045,9 @@ def _add_demo(sub):
     p.add_argument("--epochs", type=int, default=1500, help="training epochs (default 1500)")
     p.add_argument("--snr", type=float, default=100.0, help="signal-to-noise per pixel (default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--draws", type=int, default=500, help="NUTS warm-up steps and draws per chain of the posterior (default 500)")
+    p.add_argument("--no-figures", action="store_true", help="write no figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (without it a bar is shown only on a terminal, never in a log file)")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -1047,7 +1055,7 @@ def _cmd_demo(args) -> int:
     from jaxpayne.demo import run_demo
 
     run_demo(Path(args.out), n_train=args.n_train, n_stars=args.n_stars, epochs=args.epochs, snr=args.snr,
-             seed=args.seed, progress=not args.quiet)
+             seed=args.seed, progress=_progress(args), draws=args.draws, figures=not args.no_figures)
     return 0
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_fit", "plot_gradient_spectra", "plot_precision_vs_resolution"]
+__all__ = ["plot_corner", "plot_emulator_error", "plot_fit", "plot_gradient_spectra", "plot_precision_vs_resolution",
+           "plot_training_history"]
 
 
 def plot_fit(fitter, theta, obs, *, title: str = "", axes=None):
@@ -139,6 +140,116 @@ def plot_precision_vs_resolution(resolutions, bounds_list, names=None, *, ax=Non
     ax.set_ylabel("Cramér–Rao bound σ")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_corner(idata, *, star=0, var_names=None, truths=None, title: str = ""):
+    """Corner plot of one star's posterior: pairwise draws and each parameter's marginal,
+    drawn with :func:`arviz.plot_pair`.
+
+    Args:
+        idata: ``arviz.InferenceData`` from :mod:`jaxpayne.sampling` (a ``star`` dimension).
+        star: the star, by position or by its id in the ``star`` coordinate.
+        var_names: parameters to draw (default every sampled parameter of the star).
+        truths: optional name → value (e.g. a mock star's true labels), drawn as reference lines.
+        title: figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import arviz as az
+    import matplotlib.pyplot as plt
+
+    post = idata.posterior
+    if "star" in post.dims:
+        post = post.isel(star=star) if isinstance(star, (int, np.integer)) else post.sel(star=star)
+    if var_names is None:
+        var_names = [v for v in post.data_vars if post[v].dims == ("chain", "draw")]
+    reference = None if truths is None else {k: float(v) for k, v in truths.items() if k in var_names}
+    axes = az.plot_pair(post, var_names=list(var_names), kind="scatter", marginals=True,
+                        scatter_kwargs={"alpha": 0.25, "s": 2}, reference_values=reference,
+                        reference_values_kwargs={"color": "C3", "markersize": 5},
+                        figsize=(1.9 * len(var_names) + 1, 1.9 * len(var_names) + 1), textsize=8)
+    fig = np.atleast_2d(axes)[0, 0].figure
+    if title:
+        fig.suptitle(title, fontsize=9)
+    plt.setp(fig.axes, rasterized=True)
+    return fig
+
+
+def plot_training_history(history, *, best_epoch: int | None = None, ax=None, title: str = ""):
+    """Training curve: the training loss and the validation rms error per epoch (log scale).
+
+    Args:
+        history: ``{"epoch", "train_loss", "val_rms"}`` arrays
+            (:attr:`jaxpayne.training.TrainingResult.history`).
+        best_epoch: epoch of the kept weights, marked with a vertical line.
+        ax: optional matplotlib axes.
+        title: axes title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig = ax.figure
+    epoch = np.asarray(history["epoch"])
+    ax.plot(epoch, np.asarray(history["train_loss"]), "C0-", lw=0.8, label="training loss")
+    ax.plot(epoch, np.asarray(history["val_rms"]), "C1-", lw=0.8, label="validation rms error")
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="k", ls=":", lw=0.8, label=f"kept: epoch {best_epoch}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss, rms error [normalised flux]")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_emulator_error(model, *, noise: float | None = None, ax=None, title: str = ""):
+    """The emulator's own validation error against wavelength (the per-pixel rms the model
+    file carries and the likelihood adds to the noise).
+
+    Args:
+        model: a :class:`jaxpayne.Model` with a validation error.
+        noise: optional reference noise level (e.g. 1/(S/N)) drawn as a horizontal line.
+        ax: optional matplotlib axes.
+        title: axes title.
+
+    Returns:
+        The matplotlib figure.
+
+    Raises:
+        ValueError: when the model carries no validation error.
+    """
+    import matplotlib.pyplot as plt
+
+    error = model.emulator_error
+    if error is None:
+        raise ValueError("the model carries no validation error (train it with jaxpayne, or add one)")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+    fig = ax.figure
+    wave = np.asarray(model.wavelength)
+    error = np.asarray(error)
+    gaps = np.flatnonzero(np.diff(wave) > 20 * np.median(np.diff(wave))) + 1  # no lines across chip gaps
+    for k, (a, b) in enumerate(zip(np.r_[0, gaps], np.r_[gaps, wave.size])):
+        ax.plot(wave[a:b], error[a:b], "k-", lw=0.5, label="validation rms" if k == 0 else None)
+    ax.axhline(np.median(error), color="C0", lw=0.8, ls="--", label=f"median {np.median(error):.2g}")
+    if noise is not None:
+        ax.axhline(noise, color="C3", lw=0.8, ls=":", label=f"noise {noise:.2g}")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"wavelength [Å, {getattr(model, 'medium', 'vacuum')}]")
+    ax.set_ylabel("emulator rms error [normalised flux]")
+    ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

@@ -283,7 +283,7 @@ def train_emulator(
     import jax
     import jax.numpy as jnp
     import optax
-    from tqdm.auto import tqdm
+    from jaxpayne._progress import progress_bar
 
     config = config or TrainingConfig()
     if overrides:
@@ -431,7 +431,7 @@ def train_emulator(
     history = {"epoch": [], "train_loss": [], "val_rms": []}
     best = (np.inf, params, 0)
     t0 = time.perf_counter()
-    bar = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch", disable=not progress, leave=False)
+    bar = progress_bar(range(1, config.epochs + 1), desc="training", unit="epoch", progress=progress, leave=False)
     for epoch in bar:
         key, sub = jax.random.split(key)
         params, opt_state, train_loss = run_epoch(params, opt_state, sub)

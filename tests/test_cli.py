@@ -82,10 +82,15 @@ def test_fit_cli_real_spectra_with_bad_file(need_data, tmp_path, capsys):
 
 def test_demo_tiny(tmp_path, capsys):
     code, out, err = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--n-train", "64", "--n-stars", "3",
-                         "--epochs", "2", "--quiet")
+                         "--epochs", "2", "--draws", "20", "--quiet")
     assert code == 0, err
-    assert "pull std" in out and (tmp_path / "demo" / "model.h5").exists()
-    assert (tmp_path / "demo" / "results.ecsv").exists()
+    assert "pull std" in out and "written:" in out
+    for name in ("model.h5", "results.ecsv", "posterior.nc", "crlb.ecsv", "fit.png", "corner.png", "training.png",
+                 "emulator_error.png"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0, name
+    import arviz as az
+
+    assert az.from_netcdf(tmp_path / "demo" / "posterior.nc").posterior.sizes["draw"] == 20
 
 
 def test_public_api_is_lazy_and_complete():

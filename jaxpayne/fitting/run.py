@@ -137,7 +137,7 @@ def fit_spectra(
         ValueError: ``out`` has an unknown extension, or its existing rows come from another
             model or other settings.
     """
-    from tqdm.auto import tqdm
+    from jaxpayne._progress import progress_bar
 
     out_path = Path(out) if out is not None else None
     if out_path is not None and (out_path.is_dir() or not out_path.suffix):
@@ -170,7 +170,7 @@ def fit_spectra(
     context = _RunContext(names, floor, report, extra)
 
     batch_size = max(1, int(batch_size))
-    bar = tqdm(total=total, unit="spectra", desc="fitting", disable=not progress, leave=False)
+    bar = progress_bar(total=total, unit="spectra", desc="fitting", progress=progress, leave=False)
     n_batch, written, n_fitted, t0 = None, -math.inf, 0, time.perf_counter()
     try:
         for chunk, last in _chunks(_entries(items, fitter, context, done, bar), batch_size):

@@ -277,7 +277,7 @@ def fit_survey(
         RuntimeError: some partitions raised (the message names them; the others are written,
             and ``resume=True`` runs the failed ones again).
     """
-    from tqdm.auto import tqdm
+    from jaxpayne._progress import progress_bar
 
     from jaxpayne.fitting.run import check_setup, run_setup
 
@@ -317,8 +317,8 @@ def fit_survey(
         atomic_write(run_file, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     todo = [k for k in range(len(partitions)) if not _finished(out / _PART_NAME.format(k))]
     sizes = [len(p) for p in partitions]
-    bar = tqdm(total=sum(sizes), initial=sum(sizes) - sum(sizes[k] for k in todo), unit="inputs",
-               desc="fitting", disable=not progress, leave=False)
+    bar = progress_bar(total=sum(sizes), initial=sum(sizes) - sum(sizes[k] for k in todo), unit="inputs",
+               desc="fitting", progress=progress, leave=False)
     errors: list[str] = []
     n_rows = 0
 

@@ -62,7 +62,7 @@ def sample_spectra(model, spectra: Iterable, *, out, summary=None, resume: bool 
         FileExistsError: ``out`` or its parts exist and ``resume`` is False.
         ValueError: bad file names, or parts from another model or other settings.
     """
-    from tqdm.auto import tqdm
+    from jaxpayne._progress import progress_bar
 
     out = Path(out)
     if out.suffix.lower() != ".nc":
@@ -96,7 +96,7 @@ def sample_spectra(model, spectra: Iterable, *, out, summary=None, resume: bool 
     done = _done_keys(parts)
     failed_file = parts / "failed.jsonl"
     failures = _read_failures(failed_file)
-    bar = tqdm(unit="spectra", desc="sampling", disable=not progress, leave=False)
+    bar = progress_bar(unit="spectra", desc="sampling", progress=progress, leave=False)
     seen: dict = {}
     chunk: list = []
     n_batch = None  # fixed by the first batch: later batches share its compiled program

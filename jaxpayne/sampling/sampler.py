@@ -400,7 +400,7 @@ class Sampler:
         """
         import jax
         import jax.numpy as jnp
-        from tqdm.auto import tqdm
+        from jaxpayne._progress import progress_bar
 
         t_start = time.perf_counter()
         batch = int(np.shape(observations.flux)[0])
@@ -434,7 +434,7 @@ class Sampler:
         centre_j, chol_j = jnp.asarray(centre, dtype), jnp.asarray(chol, dtype)
         state = init(observations, fixed_j, cons_j, windows_j, centre_j, chol_j, jnp.asarray(w0, dtype), keys)
         total = self.warmup + self.samples
-        bar = tqdm(total=total, unit="it", desc=f"NUTS {batch}x{self.chains}", disable=not progress, leave=False)
+        bar = progress_bar(total=total, unit="it", desc=f"NUTS {batch}x{self.chains}", progress=progress, leave=False)
         steps, draws = [], []
         try:
             done = 0
