@@ -1052,7 +1052,14 @@ def _add_demo(sub):
 
 
 def _cmd_demo(args) -> int:
+    import importlib.util
+
     from jaxpayne.demo import run_demo
+
+    if importlib.util.find_spec("matplotlib") is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")  # the demo writes its figures to files; it never opens a window
 
     run_demo(Path(args.out), n_train=args.n_train, n_stars=args.n_stars, epochs=args.epochs, snr=args.snr,
              seed=args.seed, progress=_progress(args), draws=args.draws, figures=not args.no_figures)

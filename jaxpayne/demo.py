@@ -22,6 +22,7 @@ one :class:`~jaxpayne.fitting.Fitter` serves the fit, the posterior and the boun
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -218,8 +219,6 @@ def run_demo(out: Path, *, n_train: int = 800, n_stars: int = 24, epochs: int = 
 
     written = [("model", model_path), ("fits with truth", table_path), ("posterior (netCDF)", posterior_path),
                ("Cramer-Rao bounds", crlb_path)]
-    import importlib.util
-
     if figures and importlib.util.find_spec("matplotlib") is None:
         print("[7/7] figures skipped: matplotlib is not installed (pip install 'jaxpayne[plot]')", flush=True)
     elif figures:
@@ -235,10 +234,6 @@ def run_demo(out: Path, *, n_train: int = 800, n_stars: int = 24, epochs: int = 
 
 
 def _figures(out, fitter, theta, obs, row, idata, truths, result, model):
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "cairo"):
-        matplotlib.use("Agg")  # files only; never opens a window
     import matplotlib.pyplot as plt
 
     from jaxpayne.plotting import plot_corner, plot_emulator_error, plot_fit, plot_training_history

@@ -8,6 +8,24 @@ __all__ = ["plot_corner", "plot_emulator_error", "plot_fit", "plot_gradient_spec
            "plot_training_history"]
 
 
+def _single_axes(ax, figsize):
+    """``ax`` and its figure, or a new figure of ``figsize`` with one axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax.figure, ax
+
+
+def _finish(fig, ax, title: str, legend_size: float = 8):
+    """The common ending of a one-axes plot: legend, title, tight layout."""
+    ax.legend(fontsize=legend_size)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_fit(fitter, theta, obs, *, title: str = "", axes=None):
     """Data, best-fit model and normalised residuals of one spectrum, one panel pair per segment.
 
@@ -123,12 +141,8 @@ def plot_precision_vs_resolution(resolutions, bounds_list, names=None, *, ax=Non
     Returns:
         The matplotlib figure.
     """
-    import matplotlib.pyplot as plt
-
     names = list(names or bounds_list[0].names)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-    fig = ax.figure
+    fig, ax = _single_axes(ax, (6, 4))
     resolutions = np.asarray(resolutions, np.float64)
     for name in names:
         sigma = np.array([b.sigma[b.names.index(name)] for b in bounds_list])
@@ -138,12 +152,8 @@ def plot_precision_vs_resolution(resolutions, bounds_list, names=None, *, ax=Non
     ax.set_yscale("log")
     ax.set_xlabel("resolving power R")
     ax.set_ylabel("Cramér–Rao bound σ")
-    ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title, legend_size=7)
 
 
 def plot_corner(idata, *, star=0, var_names=None, truths=None, title: str = ""):
@@ -193,11 +203,7 @@ def plot_training_history(history, *, best_epoch: int | None = None, ax=None, ti
     Returns:
         The matplotlib figure.
     """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-    fig = ax.figure
+    fig, ax = _single_axes(ax, (6, 3.8))
     epoch = np.asarray(history["epoch"])
     ax.plot(epoch, np.asarray(history["train_loss"]), "C0-", lw=0.8, label="training loss")
     ax.plot(epoch, np.asarray(history["val_rms"]), "C1-", lw=0.8, label="validation rms error")
@@ -206,12 +212,8 @@ def plot_training_history(history, *, best_epoch: int | None = None, ax=None, ti
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss, rms error [normalised flux]")
-    ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
 
 
 def plot_emulator_error(model, *, noise: float | None = None, ax=None, title: str = ""):
@@ -230,14 +232,10 @@ def plot_emulator_error(model, *, noise: float | None = None, ax=None, title: st
     Raises:
         ValueError: when the model carries no validation error.
     """
-    import matplotlib.pyplot as plt
-
     error = model.emulator_error
     if error is None:
         raise ValueError("the model carries no validation error (train it with jaxpayne, or add one)")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(8, 3.2))
-    fig = ax.figure
+    fig, ax = _single_axes(ax, (8, 3.2))
     wave = np.asarray(model.wavelength)
     error = np.asarray(error)
     gaps = np.flatnonzero(np.diff(wave) > 20 * np.median(np.diff(wave))) + 1  # no lines across chip gaps
@@ -249,8 +247,4 @@ def plot_emulator_error(model, *, noise: float | None = None, ax=None, title: st
     ax.set_yscale("log")
     ax.set_xlabel(f"wavelength [Å, {getattr(model, 'medium', 'vacuum')}]")
     ax.set_ylabel("emulator rms error [normalised flux]")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title)
