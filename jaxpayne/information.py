@@ -414,9 +414,9 @@ def information_shares(bounds: Bounds) -> np.ndarray:
     """(n_pixels, n) each pixel's share of each parameter's *marginal* information (columns sum
     to 1; NaN for flagged parameters).
 
-    The marginal information 1/(F⁻¹)_ii of the likelihood is |J̃_i|², where J̃_i = J F⁻¹e_i /
+    The marginal information 1/(F⁻¹)_ii of the likelihood is ‖J̃_i‖², where J̃_i = J F⁻¹e_i /
     (F⁻¹)_ii is column i of J with the other columns projected out; pixel p's share is
-    J̃_pi² / |J̃_i|². The prior's curvature, which belongs to no pixel, is left out.
+    J̃_pi² / ‖J̃_i‖². The prior's curvature, which belongs to no pixel, is left out.
     """
     fisher_like = bounds.fisher - bounds.fisher_prior
     cov, status, _ = _invert(fisher_like, DEGENERATE_RCOND)

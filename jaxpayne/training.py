@@ -4,7 +4,7 @@ Minibatch gradient descent (AdamW, cosine-decayed learning rate) on The Payne's 
 validation after every epoch, early stopping that keeps the weights with the best validation
 error, L1 or L2 loss (ivar-weighted when the training set has inverse variances), a progress bar
 and a fixed seed. The returned :class:`~jaxpayne.model.Model` stores its per-pixel validation
-error (median |Δf|, rms, 99th percentile) and its provenance.
+error (median abs(Δf), rms, 99th percentile) and its provenance.
 
 When the validation spectra carry inverse variances (observed spectra of a data-driven set), their
 photon noise is part of every residual, so the stored rms — the emulator's own error, which the
@@ -253,6 +253,7 @@ def train_emulator(
     uniformly in the label box, where a data-driven set has no stars. The data term is the
     ivar-weighted mean squared residual, in flux² at the median noise: λ ≈ 1 weighs a gradient
     error like a flux error of the same size.
+
     Args:
         training_set: spectra with labels. Unless ``validation`` is given, a reproducible
             ``config.val_fraction`` of it is held out (:meth:`TrainingSet.split`). A

@@ -77,7 +77,7 @@ def test_binary_fits_mock_binaries_and_the_real_sb2(binspec):
     template = fitter.observation(wave, np.ones_like(wave), np.ones_like(wave), segment=segment)
     rng = np.random.default_rng(3)
     snr, truths, batch = 80.0, [], []
-    for _ in range(7):
+    for _ in range(4):
         rv_1 = rng.uniform(-20, 20)
         truth = dict(teff_1=rng.uniform(5400, 6200), logg_1=rng.uniform(4.2, 4.45), feh=rng.uniform(-0.4, 0.2),
                      mg_fe=rng.uniform(0.0, 0.15), vmacro_1=rng.uniform(3, 7), rv_1=rv_1, vmacro_2=rng.uniform(3, 7),
@@ -94,7 +94,7 @@ def test_binary_fits_mock_binaries_and_the_real_sb2(binspec):
                                     segment=np.asarray(real.segment)))
     result = fitter.fit(pad_batch(batch, len(batch)))
 
-    mocks = slice(0, 7)
+    mocks = slice(0, 4)
     error = np.sqrt(np.einsum("bii->bi", result.covariance[mocks]))
     pulls = (result.theta[mocks] - np.array(truths)) / error
     # the companion of a cool low-q mock may sit on the emulator's Teff bound (AT_BOUND, fine);
@@ -103,7 +103,7 @@ def test_binary_fits_mock_binaries_and_the_real_sb2(binspec):
     trouble = int(Flags.NOT_CONVERGED | Flags.COV_SINGULAR | Flags.FAILED)
     clean = ((result.flags[mocks] & trouble) == 0) & (q < 0.99)
     assert np.all((result.flags[mocks][~clean] & (trouble | int(Flags.AT_BOUND))) != 0)
-    assert clean.sum() >= 5, result.flags
+    assert clean.sum() >= 3, result.flags
     assert np.all(np.isfinite(pulls[clean]))
     assert np.max(np.abs(pulls[clean])) < 5.0, dict(zip(fitter.param_names, np.round(np.max(np.abs(pulls[clean]), axis=0), 2)))
     assert np.sqrt(np.mean(pulls[clean] ** 2)) < 2.0
@@ -112,8 +112,8 @@ def test_binary_fits_mock_binaries_and_the_real_sb2(binspec):
     assert np.all(result.extra["delta_bic"][mocks] > 100)  # all clearly binaries at S/N 80
 
     # the real SB2: single vs binary on the same pixels, compared with binspec's own fit
-    row = {n: result.theta[7, j] for j, n in enumerate(fitter.param_names)}
-    row.update({k: v[7] for k, v in result.extra.items()})
+    row = {n: result.theta[4, j] for j, n in enumerate(fitter.param_names)}
+    row.update({k: v[4] for k, v in result.extra.items()})
     assert row["delta_chi2"] > 10_000 and row["delta_bic"] > 10_000  # binspec: Δχ² = 15441
     assert abs(row["rv_1"] - BINSPEC_RESULT["rv_1"]) < 1.0
     assert abs(row["rv_2"] - BINSPEC_RESULT["rv_2"]) < 2.0
@@ -121,7 +121,7 @@ def test_binary_fits_mock_binaries_and_the_real_sb2(binspec):
     assert abs(row["teff_1"] - BINSPEC_RESULT["teff_1"]) < 250
     assert abs(row["teff_2"] - BINSPEC_RESULT["teff_2"]) < 150
     assert abs(row["single_rv"] - 0.97) < 1.0 and abs(row["single_teff"] - 4921) < 100  # binspec's single fit
-    assert not result.flags[7] & (Flags.NOT_CONVERGED | Flags.FAILED | Flags.COV_SINGULAR)
+    assert not result.flags[4] & (Flags.NOT_CONVERGED | Flags.FAILED | Flags.COV_SINGULAR)
 
 
 def test_composite_rejects_bad_set_ups(binspec):

@@ -165,7 +165,7 @@ class Fitter:
         continuum: ``"filter[:WIDTH]"``, ``"cheb:N"``, ``"cheb:N:free"`` or ``"none"`` (see
             :class:`~jaxpayne.forward.ForwardModel`).
         n_segments: number of segments (chips/arms) of the observations.
-        max_rv: bound of |rv| [km/s].
+        max_rv: bound of abs(rv) [km/s].
         templates: size of the pre-search library (the box centre and Sobol points of the label
             box; see :mod:`jaxpayne.fitting.presearch`), capped by its memory.
         restarts: number of optimiser starts, from the best-matching templates; each runs a few

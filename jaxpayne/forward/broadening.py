@@ -138,7 +138,7 @@ def rotational_kernel(velocity, vsini, limb_darkening=DEFAULT_LIMB_DARKENING):
         limb_darkening: linear limb-darkening coefficient ε.
 
     Returns:
-        G(Δv) [per km/s], unit area; zero for |Δv| ≥ vsini.
+        G(Δv) [per km/s], unit area; zero for abs(Δv) ≥ vsini.
     """
     xp = np if isinstance(velocity, np.ndarray) else jnp
     one_minus_u2 = xp.clip(1.0 - (velocity / vsini) ** 2, 0.0, None)

@@ -187,7 +187,7 @@ def working_grid(
         model_wavelength: emulator wavelengths [Å], sorted (model medium).
         observed_range: (lo, hi) observed wavelengths [Å] (model medium) to be modelled; default
             the largest range the emulator allows.
-        max_rv: largest |radial velocity| [km/s] to allow for.
+        max_rv: largest absolute radial velocity [km/s] to allow for.
         kernel_velocity: half-width [km/s] of the widest broadening kernel (rotation +
             macroturbulence + LSF) to allow for at each end.
         velocity_step: working step [km/s]; default the emulator's own step if it is log-uniform,

@@ -50,7 +50,7 @@ from jaxpayne.forward.spectrum import usable_pixels
 
 __all__ = ["ContinuumSpec", "ForwardModel", "forward_model_from_options", "parse_continuum"]
 
-#: Default largest |radial velocity| [km/s].
+#: Default largest absolute radial velocity [km/s].
 DEFAULT_MAX_RV = 500.0
 #: Default upper bound on vsini [km/s].
 DEFAULT_MAX_VSINI = 300.0
@@ -118,7 +118,7 @@ class ForwardModel:
         limb_darkening: linear limb-darkening coefficient ε of the rotational kernel. The default
             0.6 suits the optical (~5000 Å); in the near infrared (APOGEE's H band) limb darkening
             is weaker, ε ≈ 0.3–0.4 (Claret 2000, A&A 363, 1081).
-        max_rv: largest |rv| [km/s]: the bounds of ``rv`` and, while rv is free, the Doppler
+        max_rv: largest abs(rv) [km/s]: the bounds of ``rv`` and, while rv is free, the Doppler
             margin of the working grid. A fixed rv uses its own value as the margin.
         max_vsini: upper bound of ``vsini`` [km/s] and, while vsini is free, the rotational
             kernel's margin (a fixed vsini uses its value).
@@ -215,7 +215,7 @@ class ForwardModel:
             resolution=r_min,
             lsf_sigma_velocity=None if self.lsf_range is None else self.lsf_range[1],
         )
-        #: Doppler margin [km/s] of the working grid: max_rv, or |rv| when rv is fixed.
+        #: Doppler margin [km/s] of the working grid: max_rv, or abs(rv) when rv is fixed.
         self.rv_margin = abs(fixed["rv"]) if "rv" in fixed else self.max_rv
 
         self.grid: WorkingGrid = working_grid(
