@@ -130,50 +130,14 @@ def main() -> None:
           f"({args.n / seconds_single:.2f} stars/s)")
 
 
-#: Windows [Å] of the residual plot: strong Fe, Mg, OH and CN lines on each APOGEE chip.
-PLOT_WINDOWS = ((15190.0, 15290.0), (15950.0, 16050.0), (16700.0, 16800.0))
-
-
 def plot_fits(fitter, obs, result, path) -> None:
-    """Data, the single-star and the binary fits and both residuals in three windows, after the
-    same continuum step (``normalized``), at the fits' own parameters."""
+    """The real star's data, single-star and binary fits and residuals (:func:`plot_binary_fit`)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from jaxpayne.plotting import plot_binary_fit
 
-    theta = result.theta[0]
-    single = np.array([result.extra[f"single_{n}"][0] for n in fitter.single.param_names])
-    settings = fitter.settings
-    # the pixels both models cover at their max_rv margin (the fits' own windows are narrower)
-    covered = np.asarray(fitter.single.forward.valid_wavelength(np.asarray(obs.wavelength)))
-    obs = obs._replace(ivar=np.where(covered, np.asarray(obs.ivar), 0.0), flux=np.where(covered, np.asarray(obs.flux), 0.0))
-    m_bin, data, ivar = (np.asarray(a) for a in fitter.forward.normalized(theta, obs, settings=settings))
-    m_one = np.asarray(fitter.single.forward.normalized(single, obs, settings=settings)[0])
-    wave = np.asarray(obs.wavelength)
-    good = ivar > 0
-    fig, axes = plt.subplots(2, len(PLOT_WINDOWS), figsize=(15, 6), sharex="col",
-                             gridspec_kw={"height_ratios": [3, 1.4]})
-    for k, (lo, hi) in enumerate(PLOT_WINDOWS):
-        sel = good & (wave >= lo) & (wave <= hi)
-        top, bottom = axes[0, k], axes[1, k]
-        top.plot(wave[sel], data[sel], "k.", ms=2, label="APOGEE")
-        top.plot(wave[sel], m_one[sel], color="C0", lw=1, label=f"single (chi2 {result.extra['chi2_single'][0]:.0f})")
-        top.plot(wave[sel], m_bin[sel], color="C3", lw=1, label=f"binary (chi2 {result.chi2[0]:.0f})")
-        sigma = 1.0 / np.sqrt(ivar[sel])
-        bottom.fill_between(wave[sel], -sigma, sigma, color="0.85", lw=0)
-        bottom.plot(wave[sel], data[sel] - m_one[sel], color="C0", lw=0.8)
-        bottom.plot(wave[sel], data[sel] - m_bin[sel], color="C3", lw=0.8)
-        bottom.set_xlabel("wavelength [Å, vacuum]")
-        if k == 0:
-            top.set_ylabel("normalised flux")
-            bottom.set_ylabel("data − model")
-            top.legend(loc="lower left", fontsize=8)
-    row = {n: theta[j] for j, n in enumerate(fitter.param_names)}
-    fig.suptitle(f"2M13012770+5754582: Δχ² = {result.extra['delta_chi2'][0]:.0f}, q = {row.get('q', np.nan):.2f}, "
-                 f"rv₁ = {row['rv_1']:.1f}, rv₂ = {row['rv_2']:.1f} km/s")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    plot_binary_fit(fitter, obs, result, title="2M13012770+5754582").savefig(path, dpi=110)
     print(f"  wrote {path}")
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_corner", "plot_emulator_error", "plot_fit", "plot_gradient_spectra", "plot_precision_vs_resolution",
-           "plot_training_history"]
+__all__ = ["plot_binary_fit", "plot_corner", "plot_emulator_error", "plot_fit", "plot_gradient_spectra",
+           "plot_precision_vs_resolution", "plot_training_history"]
+
+#: Windows [Å] of :func:`plot_binary_fit`: strong Fe, Mg, OH and CN lines on each APOGEE chip.
+APOGEE_LINE_WINDOWS = ((15190.0, 15290.0), (15950.0, 16050.0), (16700.0, 16800.0))
 
 
 def _single_axes(ax, figsize):
@@ -75,6 +78,62 @@ def plot_fit(fitter, theta, obs, *, title: str = "", axes=None):
             top.legend(loc="lower left", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_binary_fit(fitter, obs, result, *, index: int = 0, windows=APOGEE_LINE_WINDOWS, title: str = ""):
+    """Data, the single-star and the binary (SB2) fits and both residuals in a few windows.
+
+    Both models are shown after the same continuum step, at their own best-fit parameters, on
+    the pixels the single-star model covers at its largest velocity margin.
+
+    Args:
+        fitter: a :class:`jaxpayne.fitting.binary.BinaryFitter`.
+        obs: the :class:`~jaxpayne.forward.Observation` that was fitted (one spectrum, no batch axis).
+        result: the :class:`~jaxpayne.fitting.BatchFit` of ``fitter.fit`` (its ``extra`` holds the
+            single-star fit as ``single_<name>`` and ``chi2_single``).
+        index: the spectrum's row in ``result``.
+        windows: (lo, hi) wavelength windows [Å], one column of panels each.
+        title: what the figure shows (a star's name); Δχ², q and both velocities follow it.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    theta = np.asarray(result.theta[index], np.float64)
+    single = np.array([result.extra[f"single_{n}"][index] for n in fitter.single.param_names])
+    settings = fitter.settings
+    covered = np.asarray(fitter.single.forward.valid_wavelength(np.asarray(obs.wavelength)))
+    obs = obs._replace(ivar=np.where(covered, np.asarray(obs.ivar), 0.0),
+                       flux=np.where(covered, np.asarray(obs.flux), 0.0))
+    m_bin, data, ivar = (np.asarray(a) for a in fitter.forward.normalized(theta, obs, settings=settings))
+    m_one = np.asarray(fitter.single.forward.normalized(single, obs, settings=settings)[0])
+    wave = np.asarray(obs.wavelength)
+    good = ivar > 0
+    fig, axes = plt.subplots(2, len(windows), figsize=(5 * len(windows), 6), sharex="col", squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.4]})
+    for k, (lo, hi) in enumerate(windows):
+        sel = good & (wave >= lo) & (wave <= hi)
+        top, bottom = axes[0, k], axes[1, k]
+        top.plot(wave[sel], data[sel], "k.", ms=2, label="data")
+        top.plot(wave[sel], m_one[sel], color="C0", lw=1,
+                 label=f"single star (χ² {result.extra['chi2_single'][index]:.0f})")
+        top.plot(wave[sel], m_bin[sel], color="C3", lw=1, label=f"binary (χ² {result.chi2[index]:.0f})")
+        sigma = 1.0 / np.sqrt(ivar[sel])
+        bottom.fill_between(wave[sel], -sigma, sigma, color="0.85", lw=0)
+        bottom.plot(wave[sel], data[sel] - m_one[sel], color="C0", lw=0.8)
+        bottom.plot(wave[sel], data[sel] - m_bin[sel], color="C3", lw=0.8)
+        bottom.set_xlabel("wavelength [Å]")
+        if k == 0:
+            top.set_ylabel("normalised flux")
+            bottom.set_ylabel("data − model")
+            top.legend(loc="lower left", fontsize=8)
+    row = dict(zip(fitter.param_names, theta))
+    summary = (f"Δχ² = {result.extra['delta_chi2'][index]:.0f}, q = {row.get('q', np.nan):.2f}, "
+               f"rv₁ = {row['rv_1']:.1f}, rv₂ = {row['rv_2']:.1f} km/s")
+    fig.suptitle(f"{title}: {summary}" if title else summary, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -150,6 +209,10 @@ def plot_precision_vs_resolution(resolutions, bounds_list, names=None, *, ax=Non
         ax.plot(resolutions, sigma, "o-", ms=3, label=f"{name}{' [' + unit + ']' if unit else ''}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xticks(resolutions, [f"{r:,.0f}" for r in resolutions])  # the R values, not crowded log labels
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("resolving power R")
     ax.set_ylabel("Cramér–Rao bound σ")
     ax.grid(alpha=0.3, which="both")
